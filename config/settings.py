@@ -1,0 +1,222 @@
+"""Typed settings, loaded once and handed down (``create_app(settings)``).
+
+Sources, strongest first: environment variables > TOML file > defaults.
+
+* The TOML file is ``--config FILE``, else ``$BEACONPROXY_CONFIG``, else the shipped ``config/default.toml``.
+* ``BEACONPROXY_HOST``, ``BEACONPROXY_PORT`` and ``BEACONPROXY_DATA_DIR`` set the three top-level keys.
+* ``BEACONPROXY_<SECTION>__<KEY>`` sets a key in a section, e.g. ``BEACONPROXY_PRIVACY__IPV4_PREFIX_BITS=16``;
+  sites nest one level deeper: ``BEACONPROXY_SITES__DEMO__ALLOWED_ORIGINS='["https://example.com"]'``.
+  Values that start with ``[`` or ``{`` are read as JSON.
+
+Unknown keys, in the file or the environment, fail at load with a message that names the key.
+Nothing here reads the environment at import time: :func:`load_settings` takes the mapping to read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "BEACONPROXY_"
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or invalid; the message names it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_batch_events: int = Field(100, ge=1, le=1000)
+    # Peers allowed to tell us the client address. Only loopback by default.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    client_ip_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    # Bearer token for admin endpoints (/admin/*). Empty: generated once into <data_dir>/admin_token.
+    admin_token: str = ""
+    access_log: bool = False  # uvicorn's access log prints client addresses; ours never does
+
+
+class PrivacySettings(_Section):
+    ipv4_prefix_bits: int = Field(24, ge=0, le=32)
+    ipv6_prefix_bits: int = Field(48, ge=0, le=128)
+    query_allowlist: tuple[str, ...] = ("utm_*",)
+    prop_key_denylist: tuple[str, ...] | None = None  # None: the scrubber's default list
+    click_id_params: tuple[str, ...] | None = None  # None: the scrubber's default list
+    max_props: int = Field(30, ge=0, le=200)
+    max_prop_key_length: int = Field(64, ge=1, le=256)
+    max_prop_value_length: int = Field(512, ge=1, le=4096)
+    max_string_length: int = Field(2048, ge=64, le=16384)  # url, referrer, title, name, ids
+    # Key for identifier pseudonyms (HMAC). Empty: generated once into <data_dir>/pseudonym_secret.
+    pseudonym_secret: str = ""
+    # Client timestamps are trusted within these bounds, else the server time is used.
+    max_past_seconds: int = Field(24 * 3600, ge=0)
+    max_future_seconds: int = Field(300, ge=0)
+
+
+class GeoipSettings(_Section):
+    # .mmdb files (GeoIP2/GeoLite2 or DB-IP). Empty: every *.mmdb under <data_dir>/geoip.
+    databases: tuple[str, ...] = ()
+    city: bool = False
+    cache_size: int = Field(65536, ge=0)
+
+
+class ClickhouseSettings(_Section):
+    # chdb://<path> (embedded) or http(s)://user:password@host:port. Empty: chdb://<data_dir>/clickhouse.
+    dsn: str = ""
+    database: str = Field("beacon", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    retention_days: int = Field(400, ge=1, le=36500)
+    compress: bool = True
+
+
+class BatchSettings(_Section):
+    max_rows: int = Field(10_000, ge=1)
+    max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_age_seconds: float = Field(1.0, gt=0, le=3600)
+    # Rows waiting in memory beyond this answer 503 until the sink catches up.
+    max_pending_rows: int = Field(200_000, ge=1)
+
+
+class SiteSettings(_Section):
+    # Exact origins ("https://example.com"), "*" for any, or "https://*.example.com" for subdomains.
+    allowed_origins: tuple[str, ...] = ()
+    # Without analytics consent: keep the event without identifiers, or drop it.
+    without_consent: Literal["anonymous", "drop"] = "anonymous"
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for o in v:
+            if o != "*" and not re.fullmatch(r"https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?", o):
+                raise ValueError(
+                    f"allowed origin {o!r} must be '*', 'https://host[:port]' or 'https://*.domain'"
+                )
+        return v
+
+
+class Settings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server: ServerSettings = ServerSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    geoip: GeoipSettings = GeoipSettings()
+    clickhouse: ClickhouseSettings = ClickhouseSettings()
+    batch: BatchSettings = BatchSettings()
+    sites: dict[str, SiteSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_sites(self) -> Settings:
+        for name in self.sites:
+            if not SITE_ID_RE.match(name):
+                raise ValueError(f"site id {name!r} must be 1-64 of [A-Za-z0-9._-]")
+        return self
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse.dsn or f"chdb://{self.data_dir / 'clickhouse'}"
+
+    @property
+    def geoip_dir(self) -> Path:
+        return self.data_dir / "geoip"
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    name: field.annotation
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+}
+_TOP_LEVEL = {name for name in Settings.model_fields if name not in _SECTIONS and name != "sites"}
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise SettingsError(f"value is not valid JSON: {exc}") from None
+    return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value = _env_value(raw)
+        except SettingsError as exc:
+            raise SettingsError(f"{key}: {exc}") from None
+        if len(parts) == 1 and parts[0] in _TOP_LEVEL:
+            out[parts[0]] = value
+        elif len(parts) == 2 and parts[0] in _SECTIONS:
+            section = _SECTIONS[parts[0]]
+            if parts[1] not in section.model_fields:
+                raise SettingsError(f"unknown setting {key} (no key {parts[1]!r} in [{parts[0]}])")
+            out.setdefault(parts[0], {})[parts[1]] = value
+        elif len(parts) == 3 and parts[0] == "sites":
+            if parts[2] not in SiteSettings.model_fields:
+                raise SettingsError(f"unknown setting {key} (no key {parts[2]!r} in a site)")
+            out.setdefault("sites", {}).setdefault(parts[1], {})[parts[2]] = value
+        else:
+            raise SettingsError(f"unknown setting {key}")
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {where!r}")
+        else:
+            lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the TOML file, apply environment overrides and explicit overrides, validate once."""
+    env = os.environ if environ is None else environ
+    path = Path(config_file or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG)
+    try:
+        with path.open("rb") as fh:
+            data: dict[str, Any] = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(f"{path}: {_describe(exc)}") from None
+    return settings.model_copy(update={"data_dir": settings.data_dir.expanduser().resolve()})
