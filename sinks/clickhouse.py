@@ -1,0 +1,145 @@
+"""ClickHouse sink via clickhouse-connect: ``chdb://<path>`` (embedded, default) or ``http(s)://`` (remote).
+
+One client per sink, created in ``start``; every call runs on the batcher's worker thread, never on the
+event loop (chDB is thread-safe and releases the GIL). Inserts are column-typed from one look at
+``system.columns`` at start-up, so no DESCRIBE round trip per batch, and carry the batch's
+deduplication token. Errors are reduced to ClickHouse's error code: an insert error can quote row data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from config.schema import ddl_statements, retention_ttl
+from proxy.model import EVENT_COLUMNS, Event
+from sinks.base import SinkError
+
+log = logging.getLogger(__name__)
+_CODE = re.compile(r"Code: (\d+)")
+# readonly=2: no writes or DDL, but the client may still set per-query format settings.
+# 64-bit integers as JSON numbers, whatever the server's default.
+READONLY_JSON = {"readonly": 2, "output_format_json_quote_64bit_integers": 0}
+
+
+def safe_error(exc: BaseException) -> str:
+    """An error description that cannot carry row data: the exception type and ClickHouse's code."""
+    match = _CODE.search(str(exc))
+    return f"{type(exc).__name__}" + (f" (ClickHouse code {match.group(1)})" if match else "")
+
+
+def redact_dsn(dsn: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", dsn)
+
+
+def connect(dsn: str, *, compress: bool = True) -> Client:
+    try:
+        if dsn.startswith("chdb://"):
+            return clickhouse_connect.get_client(dsn=dsn)
+        return clickhouse_connect.get_client(
+            dsn=dsn, compress=compress, connect_timeout=5, send_receive_timeout=60
+        )
+    except Exception as exc:
+        raise SinkError(f"cannot connect to {redact_dsn(dsn)}: {safe_error(exc)}") from None
+
+
+class ClickHouseSink:
+    name = "clickhouse"
+
+    def __init__(self, dsn: str, database: str, retention_days: int, *, compress: bool = True) -> None:
+        if not dsn.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(
+                f"clickhouse dsn must start with chdb://, http:// or https:// (got {redact_dsn(dsn)})"
+            )
+        self.dsn = dsn
+        self.database = database
+        self.retention_days = retention_days
+        self.compress = compress
+        self.table = f"{database}.events"
+        self._client: Client | None = None
+        # Read-only queries get their own client: chDB applies per-query settings to a session and
+        # cannot reset readonly afterwards, so sharing one would leave the writer read-only.
+        self._query_client: Client | None = None
+        self._types: list[str] = []
+        self._row = attrgetter(*EVENT_COLUMNS)
+        self._healthy = False
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise SinkError("sink not started")
+        return self._client
+
+    def start(self) -> None:
+        self._client = connect(self.dsn, compress=self.compress)
+        try:
+            for stmt in ddl_statements(self.database, self.retention_days):
+                self._client.command(stmt)
+            self._apply_retention()
+            self._types = self._column_types()
+        except ClickHouseError as exc:
+            raise SinkError(f"schema set-up failed: {safe_error(exc)}") from None
+        self._healthy = True
+
+    def _apply_retention(self) -> None:
+        """Changing retention_days changes the existing table's TTL, not only new tables'."""
+        engine = self.client.command(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
+            parameters={"db": self.database},
+        )
+        if f"toIntervalDay({self.retention_days})" not in str(engine):
+            log.info("events TTL changed: now %d days", self.retention_days)
+            self.client.command(f"ALTER TABLE {self.table} MODIFY TTL {retention_ttl(self.retention_days)}")
+
+    def _column_types(self) -> list[str]:
+        result = self.client.query(
+            "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'events'",
+            parameters={"db": self.database},
+        )
+        types: dict[str, str] = {str(name): str(type_) for name, type_ in result.result_rows}
+        missing = [c for c in EVENT_COLUMNS if c not in types]
+        if missing:
+            raise SinkError(f"table {self.table} lacks columns {missing}; migrate it before starting")
+        return [types[c] for c in EVENT_COLUMNS]
+
+    def write(self, batch: Sequence[Event], token: str) -> None:
+        rows = [self._row(e) for e in batch]
+        try:
+            self.client.insert(
+                self.table,
+                rows,
+                column_names=list(EVENT_COLUMNS),
+                column_type_names=self._types,
+                settings={"insert_deduplication_token": token},
+            )
+        except Exception as exc:
+            self._healthy = False
+            raise SinkError(f"insert of {len(rows)} rows failed: {safe_error(exc)}") from None
+        self._healthy = True
+
+    def query_json(self, sql: str) -> bytes:
+        """Read-only SQL, answered as JSON lines (one object per row)."""
+        if self._query_client is None:
+            self._query_client = connect(self.dsn, compress=self.compress)
+        try:
+            data: Any = self._query_client.raw_query(sql, fmt="JSONEachRow", settings=READONLY_JSON)
+        except ClickHouseError as exc:
+            # Query errors go back to the operator who wrote the SQL; they may quote the SQL, not row data.
+            raise SinkError(str(exc).split("\n", 1)[0][:500]) from None
+        return bytes(data)
+
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def close(self) -> None:
+        for client in (self._client, self._query_client):
+            if client is not None:
+                client.close()
+        self._client = self._query_client = None

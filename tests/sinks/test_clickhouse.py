@@ -1,0 +1,161 @@
+"""The ClickHouse sink against the real engine: embedded chDB, and the HTTP client path via the fixture."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from proxy.model import EVENT_COLUMNS, Event
+from sinks.base import SinkError
+from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
+from tests.support.ch_http import clickhouse_http_server
+
+
+def full_event(i: int = 0) -> Event:
+    return Event(
+        site="demo",
+        type="event",
+        name=f"signup{i}",
+        ts=datetime(2026, 11, 22, 10, 30, 15, 123000, tzinfo=UTC),
+        event_id=uuid.UUID(int=i + 1),
+        url="https://example.com/a?utm_source=x",
+        referrer="https://ref.example",
+        title="T",
+        utm_source="x",
+        utm_medium="m",
+        utm_campaign="c",
+        utm_term="t",
+        utm_content="ct",
+        props={"plan": "pro", "n": "3"},
+        ip="203.0.113.0",
+        country="NZ",
+        region="Wellington",
+        city="",
+        latitude=1.5,
+        longitude=-2.25,
+        browser="Chrome",
+        browser_version="120",
+        os="Windows",
+        os_version="10",
+        device="desktop",
+        language="en",
+        screen_width=1280,
+        screen_height=800,
+        engagement_ms=1500,
+        visitor_hash=2**64 - 5,
+        client_id="a" * 32,
+        user_id=None,
+        session_id="b" * 32,
+        click_ids={"gclid": "c" * 32},
+        consent=["analytics", "marketing"],
+    )
+
+
+def read_all(sink: ClickHouseSink) -> list[dict[str, object]]:
+    data = sink.query_json(f"SELECT * FROM {sink.table} ORDER BY event_id")
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+@pytest.fixture
+def sink(chdb_dsn: str, database: str) -> Iterator[ClickHouseSink]:
+    s = ClickHouseSink(chdb_dsn, database, 400)
+    s.start()
+    yield s
+    s.close()
+
+
+def test_every_column_round_trips(sink: ClickHouseSink) -> None:
+    sink.write([full_event()], "tok-1")
+    [row] = read_all(sink)
+    assert set(row) == set(EVENT_COLUMNS)
+    assert row["event_id"] == "00000000-0000-0000-0000-000000000001"
+    assert row["ts"] == "2026-11-22 10:30:15.123"
+    assert row["props"] == {"plan": "pro", "n": "3"}
+    assert row["visitor_hash"] == 2**64 - 5
+    assert (row["latitude"], row["longitude"]) == (1.5, -2.25)
+    assert (row["client_id"], row["user_id"]) == ("a" * 32, None)
+    assert row["click_ids"] == {"gclid": "c" * 32}
+    assert row["consent"] == ["analytics", "marketing"]
+
+
+def test_start_is_idempotent(sink: ClickHouseSink, chdb_dsn: str, database: str) -> None:
+    sink.write([full_event()], "tok-1")
+    again = ClickHouseSink(chdb_dsn, database, 400)
+    again.start()
+    assert len(read_all(again)) == 1
+
+
+def test_replayed_batch_is_deduplicated_by_token(sink: ClickHouseSink) -> None:
+    batch = [full_event(i) for i in range(5)]
+    sink.write(batch, "batch-token-1")
+    sink.write(batch, "batch-token-1")  # a retry after an ambiguous failure
+    assert len(read_all(sink)) == 5
+    sink.write(batch, "batch-token-2")  # a different batch with equal rows is not a replay
+    assert len(read_all(sink)) == 10
+
+
+def test_changing_retention_alters_the_existing_table(
+    sink: ClickHouseSink, chdb_dsn: str, database: str, ch: Client
+) -> None:
+    def ttl() -> str:
+        return str(
+            ch.command(f"SELECT engine_full FROM system.tables WHERE database='{database}' AND name='events'")
+        )
+
+    assert "toIntervalDay(400)" in ttl()
+    ClickHouseSink(chdb_dsn, database, 30).start()
+    assert "toIntervalDay(30)" in ttl()
+
+
+def test_schema_drift_fails_at_start(chdb_dsn: str, database: str, ch: Client) -> None:
+    ch.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    ch.command(
+        f"CREATE TABLE {database}.events (site String, ts DateTime64(3, 'UTC')) "
+        "ENGINE = MergeTree ORDER BY ts"
+    )
+    with pytest.raises(SinkError, match="lacks columns"):
+        ClickHouseSink(chdb_dsn, database, 400).start()
+
+
+def test_query_json_is_read_only(sink: ClickHouseSink) -> None:
+    with pytest.raises(SinkError, match=r"(?i)readonly"):
+        sink.query_json(f"DROP TABLE {sink.table}")
+    assert sink.query_json(f"SELECT count() AS n FROM {sink.table}") == b'{"n":0}\n'
+
+
+def test_errors_carry_no_row_data() -> None:
+    exc = RuntimeError("Code: 27. DB::Exception: Cannot parse input: 'jo@example.com' at row 1")
+    assert safe_error(exc) == "RuntimeError (ClickHouse code 27)"
+    assert redact_dsn("https://user:s3cret@ch.example:8443/") == "https://***@ch.example:8443/"
+
+
+def test_bad_dsn_is_rejected_at_construction() -> None:
+    with pytest.raises(ValueError, match="chdb://"):
+        ClickHouseSink("mysql://x", "beacon", 400)
+
+
+def test_remote_http_path(tmp_path: Path) -> None:
+    """The same sink through clickhouse-connect's HTTP client, against ClickHouse's HTTP interface."""
+    with clickhouse_http_server(tmp_path / "remote", user="beacon", password="pw") as dsn:
+        sink = ClickHouseSink(dsn, "remote_db", 400)
+        sink.start()
+        batch = [full_event(i) for i in range(3)]
+        sink.write(batch, "remote-token")
+        sink.write(batch, "remote-token")
+        rows = read_all(sink)
+        assert len(rows) == 3
+        assert rows[0]["props"] == {"plan": "pro", "n": "3"}
+        assert rows[0]["consent"] == ["analytics", "marketing"]
+        with pytest.raises(SinkError, match=r"(?i)readonly"):
+            sink.query_json("DROP TABLE remote_db.events")
+        sink.close()
+        bad = ClickHouseSink(dsn.replace(":pw@", ":wrong@"), "remote_db", 400)
+        with pytest.raises(SinkError) as err:
+            bad.start()
+        assert "wrong" not in str(err.value)
