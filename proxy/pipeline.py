@@ -1,0 +1,384 @@
+"""The privacy pipeline: two readable lists of small named steps.
+
+A step is a function of (state, services) that returns the state or ``Dropped(reason)``; its name says
+what it may do (``put_``, ``drop_``, ``scrub_``, ``truncate_``, ``forget_``). The runner stops at the
+first drop and counts it by reason; a sample of runs is timed per step.
+
+Request steps run once per HTTP request (a batch shares one client, one IP and one User-Agent); event
+steps run once per event. The request steps are the only code that sees the full client IP and the raw
+User-Agent, and they end by destroying both: every event step runs after ``truncate_ip`` and
+``forget_user_agent``, so no event step can see them, by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from config.settings import Settings
+from proxy import clientip
+from proxy.geo import UNKNOWN, GeoLookup, GeoResult
+from proxy.keys import DailySalt, Pseudonymizer, visitor_hash
+from proxy.metrics import Metrics
+from proxy.model import Beacon, Consent, Dropped, DropReason, Event
+from proxy.parse import EventError
+from proxy.scrub import (
+    DEFAULT_CLICK_ID_PARAMS,
+    DEFAULT_PROP_KEY_DENYLIST,
+    Scrubber,
+)
+from proxy.sites import Site, SiteRegistry
+from proxy.useragent import UserAgentInfo, parse_user_agent
+
+TIMING_SAMPLE = 16  # time one request in this many
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the route read from the HTTP request. Holds raw inputs until the request steps forget them."""
+
+    peer: str | None
+    forwarded: str | None  # value of the configured client-IP header
+    user_agent: str
+    origin: str | None = None
+    accept_language: str = ""
+    gpc: bool = False
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(slots=True)
+class Visit:
+    """Per-request state. ``full_ip`` and ``info.user_agent`` are emptied by the last request steps."""
+
+    info: RequestInfo
+    sites: frozenset[str]
+    full_ip: bytes | None = None
+    ip: str = ""  # truncated, formatted
+    ua: UserAgentInfo = field(default_factory=UserAgentInfo)
+    geo: GeoResult = UNKNOWN
+    visitor_hashes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Draft:
+    """One event in the making: the untrusted beacon, the row being filled, and its context."""
+
+    beacon: Beacon
+    event: Event
+    visit: Visit
+    site: Site | None = None
+    consent: Consent = field(default_factory=Consent)
+
+
+@dataclass(slots=True)
+class Outcome:
+    events: list[Event] = field(default_factory=list)
+    dropped: Counter[DropReason] = field(default_factory=Counter)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (index in batch, message)
+
+
+class Services:
+    """Everything steps may use, built once from settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        geo: GeoLookup,
+        salt: DailySalt,
+        pseudonymize: Pseudonymizer,
+        metrics: Metrics,
+    ) -> None:
+        p = settings.privacy
+        self.settings = settings
+        self.sites = SiteRegistry(settings.sites)
+        self.trusted = clientip.TrustedProxies(settings.server.trusted_proxies)
+        self.ip_header = settings.server.client_ip_header
+        self.v4_bits = p.ipv4_prefix_bits
+        self.v6_bits = p.ipv6_prefix_bits
+        self.geo = geo
+        self.with_city = settings.geoip.city
+        self.salt = salt
+        self.pseudonymize = pseudonymize
+        self.scrubber = Scrubber(
+            p.query_allowlist,
+            DEFAULT_PROP_KEY_DENYLIST if p.prop_key_denylist is None else p.prop_key_denylist,
+            DEFAULT_CLICK_ID_PARAMS if p.click_id_params is None else p.click_id_params,
+        )
+        self.max_past_ms = p.max_past_seconds * 1000
+        self.max_future_ms = p.max_future_seconds * 1000
+        self.metrics = metrics
+
+
+# --- request steps -----------------------------------------------------------------------------------
+
+
+def put_client_ip(v: Visit, s: Services) -> Visit | Dropped:
+    v.full_ip = clientip.client_ip(v.info.peer, v.info.forwarded, s.ip_header, s.trusted)
+    v.info.peer = v.info.forwarded = None  # from here on only full_ip holds the address
+    return v
+
+
+def put_user_agent(v: Visit, s: Services) -> Visit | Dropped:
+    v.ua = parse_user_agent(v.info.user_agent)
+    return v
+
+
+def drop_bot(v: Visit, s: Services) -> Visit | Dropped:
+    return Dropped(DropReason.BOT) if v.ua.is_bot else v
+
+
+def put_geo(v: Visit, s: Services) -> Visit | Dropped:
+    if v.full_ip is not None:
+        v.geo = s.geo.lookup(v.full_ip)
+    return v
+
+
+def put_visitor_hash(v: Visit, s: Services) -> Visit | Dropped:
+    salt = s.salt.current(v.info.now)
+    ip = v.full_ip or b""
+    for site in v.sites:
+        v.visitor_hashes[site] = visitor_hash(salt, site, ip, v.info.user_agent)
+    return v
+
+
+def truncate_ip(v: Visit, s: Services) -> Visit | Dropped:
+    if v.full_ip is not None:
+        v.ip = clientip.format_ip(clientip.truncate(v.full_ip, s.v4_bits, s.v6_bits))
+    v.full_ip = None
+    return v
+
+
+def forget_user_agent(v: Visit, s: Services) -> Visit | Dropped:
+    v.info.user_agent = ""
+    return v
+
+
+# Order matters and is fixed here:
+# - the client IP first; bots are dropped before any lookup is spent on them;
+# - geo lookup and visitor hash need the full IP, so they run before truncation;
+# - truncate_ip and forget_user_agent end the request phase: nothing after them sees the full IP or raw UA.
+REQUEST_STEPS: tuple[Callable[[Visit, Services], Visit | Dropped], ...] = (
+    put_client_ip,
+    put_user_agent,
+    drop_bot,
+    put_geo,
+    put_visitor_hash,
+    truncate_ip,
+    forget_user_agent,
+)
+
+
+# --- event steps -------------------------------------------------------------------------------------
+
+
+def drop_unknown_site(d: Draft, s: Services) -> Draft | Dropped:
+    d.site = s.sites.get(d.beacon.site)
+    return d if d.site is not None else Dropped(DropReason.UNKNOWN_SITE)
+
+
+def drop_disallowed_origin(d: Draft, s: Services) -> Draft | Dropped:
+    assert d.site is not None
+    return d if d.site.allows_origin(d.visit.info.origin) else Dropped(DropReason.ORIGIN_NOT_ALLOWED)
+
+
+def put_consent(d: Draft, s: Services) -> Draft | Dropped:
+    c = d.beacon.consent
+    if d.visit.info.gpc and c.marketing:  # Global Privacy Control withdraws marketing consent
+        c = Consent(c.analytics, c.preferences, False, c.precise_location)
+    d.consent = c
+    d.event.consent = c.categories()
+    return d
+
+
+def drop_without_consent(d: Draft, s: Services) -> Draft | Dropped:
+    assert d.site is not None
+    if d.site.drop_without_consent and not d.consent.analytics:
+        return Dropped(DropReason.NO_CONSENT)
+    return d
+
+
+def put_identifiers(d: Draft, s: Services) -> Draft | Dropped:
+    """Identifiers only with analytics consent, and then only as keyed pseudonyms."""
+    if d.consent.analytics:
+        b, e, site = d.beacon, d.event, d.beacon.site
+        e.client_id = s.pseudonymize(site, "client_id", b.client_id) if b.client_id else None
+        e.user_id = s.pseudonymize(site, "user_id", b.user_id) if b.user_id else None
+        e.session_id = s.pseudonymize(site, "session_id", b.session_id) if b.session_id else None
+    return d
+
+
+def put_location(d: Draft, s: Services) -> Draft | Dropped:
+    """Latitude/longitude only with explicit precise-location consent; never from GeoIP."""
+    if d.consent.precise_location and d.beacon.latitude is not None:
+        d.event.latitude = d.beacon.latitude
+        d.event.longitude = d.beacon.longitude
+    return d
+
+
+def scrub_url(d: Draft, s: Services) -> Draft | Dropped:
+    """Allow-listed query parameters only; utm_* into their columns; click ids need marketing consent."""
+    scrubbed = s.scrubber.url(d.beacon.url)
+    e = d.event
+    e.url = scrubbed.url
+    params = scrubbed.params
+    if params:
+        e.utm_source = params.get("utm_source", "")
+        e.utm_medium = params.get("utm_medium", "")
+        e.utm_campaign = params.get("utm_campaign", "")
+        e.utm_term = params.get("utm_term", "")
+        e.utm_content = params.get("utm_content", "")
+    if scrubbed.click_ids and d.consent.marketing and d.consent.analytics:
+        site = d.beacon.site
+        e.click_ids = {k: s.pseudonymize(site, k, v) for k, v in scrubbed.click_ids.items()}
+    return d
+
+
+def scrub_referrer(d: Draft, s: Services) -> Draft | Dropped:
+    d.event.referrer = s.scrubber.referrer(d.beacon.referrer) if d.beacon.referrer else ""
+    return d
+
+
+def scrub_text(d: Draft, s: Services) -> Draft | Dropped:
+    d.event.name = s.scrubber.text(d.beacon.name)
+    d.event.title = s.scrubber.text(d.beacon.title) if d.beacon.title else ""
+    return d
+
+
+def scrub_props(d: Draft, s: Services) -> Draft | Dropped:
+    d.event.props = s.scrubber.props(d.beacon.props) if d.beacon.props else {}
+    return d
+
+
+def _primary_language(tag: str) -> str:
+    primary = tag.split(",", 1)[0].split(";", 1)[0].strip().split("-", 1)[0].split("_", 1)[0].lower()
+    return primary if 2 <= len(primary) <= 3 and primary.isascii() and primary.isalpha() else ""
+
+
+def put_language(d: Draft, s: Services) -> Draft | Dropped:
+    d.event.language = _primary_language(d.beacon.language or d.visit.info.accept_language)
+    return d
+
+
+def put_measurements(d: Draft, s: Services) -> Draft | Dropped:
+    b, e = d.beacon, d.event
+    e.screen_width = b.screen_width
+    e.screen_height = b.screen_height
+    e.engagement_ms = b.engagement_ms
+    return d
+
+
+def put_timestamp(d: Draft, s: Services) -> Draft | Dropped:
+    """The client's clock is trusted within bounds; outside them the server's receive time is used."""
+    ts_ms = d.beacon.ts_ms
+    if ts_ms is not None:
+        now_ms = d.event.ts.timestamp() * 1000
+        if now_ms - s.max_past_ms <= ts_ms <= now_ms + s.max_future_ms:
+            d.event.ts = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return d
+
+
+def put_visit(d: Draft, s: Services) -> Draft | Dropped:
+    """Copy the request's anonymised facts: truncated IP, coarse geo, coarse UA, daily visitor hash."""
+    v, e = d.visit, d.event
+    e.ip = v.ip
+    e.country = v.geo.country
+    e.region = v.geo.region
+    e.city = v.geo.city if s.with_city else ""
+    ua = v.ua
+    e.browser, e.browser_version, e.os, e.os_version, e.device = (
+        ua.browser,
+        ua.browser_version,
+        ua.os,
+        ua.os_version,
+        ua.device,
+    )
+    e.visitor_hash = v.visitor_hashes.get(d.beacon.site, 0)
+    return d
+
+
+# Order: the site and origin decide whether anything is kept; consent is settled before any identifier,
+# location or click id is copied; scrubbing happens on the way into the row, never after.
+EVENT_STEPS: tuple[Callable[[Draft, Services], Draft | Dropped], ...] = (
+    drop_unknown_site,
+    drop_disallowed_origin,
+    put_consent,
+    drop_without_consent,
+    put_identifiers,
+    put_location,
+    scrub_url,
+    scrub_referrer,
+    scrub_text,
+    scrub_props,
+    put_language,
+    put_measurements,
+    put_timestamp,
+    put_visit,
+)
+
+
+# --- runner ------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _run(steps: Sequence[Callable[[T, Services], T | Dropped]], state: T, s: Services) -> T | Dropped:
+    for step in steps:
+        result = step(state, s)
+        if isinstance(result, Dropped):
+            return result
+        state = result
+    return state
+
+
+def _run_timed(steps: Sequence[Callable[[T, Services], T | Dropped]], state: T, s: Services) -> T | Dropped:
+    step_ns, step_runs = s.metrics.step_ns, s.metrics.step_runs
+    for step in steps:
+        t0 = time.perf_counter_ns()
+        result = step(state, s)
+        step_ns[step.__name__] += time.perf_counter_ns() - t0
+        step_runs[step.__name__] += 1
+        if isinstance(result, Dropped):
+            return result
+        state = result
+    return state
+
+
+class Pipeline:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._requests = 0
+
+    def process(self, info: RequestInfo, beacons: Sequence[Beacon | EventError]) -> Outcome:
+        s = self.services
+        out = Outcome()
+        valid: list[Beacon] = []
+        for i, b in enumerate(beacons):
+            if isinstance(b, EventError):
+                out.dropped[DropReason.INVALID] += 1
+                out.errors.append((i, str(b)))
+            else:
+                valid.append(b)
+        self._requests += 1
+        run = _run_timed if self._requests % TIMING_SAMPLE == 1 else _run
+        if valid:
+            sites = frozenset(b.site for b in valid if b.site in s.sites)
+            visit = run(REQUEST_STEPS, Visit(info=info, sites=sites), s)
+            if isinstance(visit, Dropped):
+                out.dropped[visit.reason] += len(valid)
+            else:
+                now = info.now
+                for b in valid:
+                    draft = Draft(beacon=b, event=Event(site=b.site, type=b.type, ts=now), visit=visit)
+                    result = run(EVENT_STEPS, draft, s)
+                    if isinstance(result, Dropped):
+                        out.dropped[result.reason] += 1
+                    else:
+                        out.events.append(result.event)
+        m = s.metrics
+        m.accepted += len(out.events)
+        m.dropped.update(out.dropped)
+        return out

@@ -1,0 +1,62 @@
+"""Per-site runtime configuration, compiled once from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from config.settings import SiteSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    any_origin: bool
+    origins: frozenset[str]
+    wildcard_suffixes: tuple[tuple[str, str], ...]  # (scheme + "://", ".domain[:port]")
+    drop_without_consent: bool
+
+    @classmethod
+    def from_settings(cls, site_id: str, s: SiteSettings) -> Site:
+        exact, wild = set(), []
+        for origin in s.allowed_origins:
+            if origin == "*":
+                continue
+            scheme, _, rest = origin.partition("://")
+            if rest.startswith("*."):
+                wild.append((scheme + "://", rest[1:]))
+            else:
+                exact.add(origin)
+        return cls(
+            id=site_id,
+            any_origin="*" in s.allowed_origins,
+            origins=frozenset(exact),
+            wildcard_suffixes=tuple(wild),
+            drop_without_consent=s.without_consent == "drop",
+        )
+
+    def allows_origin(self, origin: str | None) -> bool:
+        """Browsers send Origin on cross-site POSTs; requests without one (servers, pixels) are allowed."""
+        if origin is None or self.any_origin:
+            return True
+        origin = origin.lower()
+        if origin in self.origins:
+            return True
+        for scheme, suffix in self.wildcard_suffixes:
+            if origin.startswith(scheme) and origin.endswith(suffix) and len(origin) > len(scheme + suffix):
+                return True
+        return False
+
+
+class SiteRegistry:
+    def __init__(self, sites: Mapping[str, SiteSettings]) -> None:
+        self._sites = {sid: Site.from_settings(sid, s) for sid, s in sites.items()}
+
+    def get(self, site_id: str) -> Site | None:
+        return self._sites.get(site_id)
+
+    def __contains__(self, site_id: object) -> bool:
+        return site_id in self._sites
+
+    def any_allows_origin(self, origin: str) -> bool:
+        return any(site.allows_origin(origin) for site in self._sites.values())

@@ -1,0 +1,124 @@
+"""Shared fixtures.
+
+chDB allows one data path per process, so the whole test session shares one embedded store and each test
+gets its own database in it. Tests that need another store start another process.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+from starlette.testclient import TestClient
+
+from config.settings import Settings, load_settings
+from proxy.app import create_app
+from tests.support.mmdb import write_dbip_flat
+
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}/clickhouse"
+
+
+@pytest.fixture(scope="session")
+def ch(chdb_dsn: str) -> Client:
+    """A client on the session's embedded store, for assertions."""
+    return clickhouse_connect.get_client(dsn=chdb_dsn)
+
+
+@pytest.fixture(scope="session")
+def geoip_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    d = tmp_path_factory.mktemp("geoip")
+    v4, v6 = write_dbip_flat(d / "dbip-city-ipv4.mmdb", d / "dbip-city-ipv6.mmdb")
+    return str(v4), str(v6)
+
+
+@pytest.fixture
+def database() -> str:
+    return f"t{next(_db_counter)}"
+
+
+@pytest.fixture
+def make_settings(
+    tmp_path: Path, chdb_dsn: str, geoip_files: tuple[str, str], database: str
+) -> Callable[..., Settings]:
+    """Settings for one test: its own data dir and database, the test GeoIP files, two sites."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": str(tmp_path / "data"),
+            "clickhouse": {"dsn": chdb_dsn, "database": database},
+            "geoip": {"databases": list(geoip_files)},
+            "batch": {"max_age_seconds": 0.05},
+            "sites": {
+                "demo": {"allowed_origins": ["*"]},
+                "shop": {
+                    "allowed_origins": ["https://shop.example.com", "https://*.example.org"],
+                    "without_consent": "drop",
+                },
+            },
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        return load_settings(environ={}, **base)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def client_factory(settings: Settings) -> Iterator[Callable[..., TestClient]]:
+    """TestClients on one app, each with its own socket peer address.
+
+    The first one is entered (runs the app's lifespan: sink, batcher); the others only send requests.
+    """
+    app = create_app(settings)
+    owner = TestClient(app, client=("127.0.0.1", 50000))
+    owner.__enter__()
+
+    def make(peer: str = "127.0.0.1", **kwargs: Any) -> TestClient:
+        return TestClient(app, client=(peer, 50000), **kwargs)
+
+    try:
+        yield make
+    finally:
+        owner.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(client_factory: Callable[..., TestClient]) -> TestClient:
+    return client_factory("127.0.0.1")
+
+
+def stored_rows(ch: Client, database: str, app_client: TestClient | None = None) -> list[dict[str, Any]]:
+    """Every stored row of the test's events table, after flushing the app's batcher."""
+    if app_client is not None:
+        assert app_client.app.state.rt.batcher.flush(10), "batcher did not flush"  # type: ignore[attr-defined]
+    raw = ch.raw_query(f"SELECT * FROM {database}.events ORDER BY ts, event_id", fmt="JSONEachRow")
+    return [orjson.loads(line) for line in bytes(raw).splitlines() if line]
+
+
+def stored_text(ch: Client, database: str) -> str:
+    """The whole table as text (every column of every row), for leak searches."""
+    raw = ch.raw_query(f"SELECT * FROM {database}.events", fmt="TabSeparatedWithNames")
+    return bytes(raw).decode()

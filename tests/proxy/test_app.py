@@ -1,0 +1,268 @@
+"""The HTTP surface: status codes, error bodies, CORS, the pixel, admin auth, stored rows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+from starlette.testclient import TestClient
+
+from config.settings import Settings
+from proxy.app import GIF, create_app
+from tests.conftest import CHROME_UA, stored_rows
+
+H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
+
+
+def post(
+    client: TestClient, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> Any:
+    return client.post(
+        "/v1/events", content=raw if raw is not None else orjson.dumps(body), headers={**H, **(headers or {})}
+    )
+
+
+def pageview(**kw: Any) -> dict[str, Any]:
+    return {"site": "demo", "url": "https://example.com/", **kw}
+
+
+def test_single_event_is_stored(client: TestClient, ch: Client, database: str) -> None:
+    r = post(client, pageview(title="Home", screen={"width": 1280, "height": 800}, engagement_ms=1500))
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 1, "dropped": 0}
+    [row] = stored_rows(ch, database, client)
+    assert row["site"] == "demo"
+    assert row["type"] == "pageview"
+    assert row["name"] == "pageview"
+    assert row["url"] == "https://example.com/"
+    assert row["title"] == "Home"
+    assert (row["screen_width"], row["screen_height"], row["engagement_ms"]) == (1280, 800, 1500)
+    assert (row["browser"], row["browser_version"], row["os"], row["device"]) == (
+        "Chrome",
+        "120",
+        "Windows",
+        "desktop",
+    )
+    assert row["consent"] == []
+
+
+def test_batch_and_text_plain(client: TestClient, ch: Client, database: str) -> None:
+    batch = [pageview(url=f"https://example.com/{i}") for i in range(100)]
+    r = post(client, batch, headers={"Content-Type": "text/plain;charset=UTF-8"})
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 100, "dropped": 0}
+    assert len(stored_rows(ch, database, client)) == 100
+
+
+def test_one_bad_event_in_a_batch_keeps_the_good_ones(client: TestClient, ch: Client, database: str) -> None:
+    r = post(client, [pageview(), {"site": "demo", "type": "event"}, pageview(title=5), pageview()])
+    assert r.status_code == 202
+    body = r.json()
+    assert (body["accepted"], body["dropped"]) == (2, 2)
+    assert [e["index"] for e in body["errors"]] == [1, 2]
+    assert "'name'" in body["errors"][0]["error"]
+    assert "'title'" in body["errors"][1]["error"]
+    assert len(stored_rows(ch, database, client)) == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "status", "fragment"),
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"42", "application/json", 400, "JSON object or an array"),
+        (b"[]", "application/json", 400, "empty"),
+        (
+            orjson.dumps([{"site": "demo", "url": "https://e.com/"}] * 101),
+            "application/json",
+            400,
+            "at most 100",
+        ),
+        (orjson.dumps({"site": "demo", "type": "click"}), "application/json", 400, "'type'"),
+        (orjson.dumps({"site": 7, "url": "https://e.com/"}), "application/json", 400, "'site'"),
+        (
+            orjson.dumps({"site": "demo", "url": "https://e.com/", "props": {"a": [1]}}),
+            "text/plain",
+            400,
+            "props",
+        ),
+        (b'{"site":"demo"}', "application/x-www-form-urlencoded", 415, "Content-Type"),
+        (b'{"site":"demo"}', "", 415, "Content-Type"),
+        (orjson.dumps({"site": "nope", "url": "https://e.com/"}), "application/json", 404, "unknown site"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(
+    client: TestClient, raw: bytes, content_type: str, status: int, fragment: str
+) -> None:
+    r = post(client, None, raw=raw, headers={"Content-Type": content_type})
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/json"
+    assert fragment in r.text
+
+
+def test_oversize_body_is_413_by_declared_length(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(server={"max_body_bytes": 2048}))
+    with TestClient(app) as c:
+        r = post(c, None, raw=b"[" + b" " * 4096 + b"]")
+        assert r.status_code == 413
+        assert "2048" in r.json()["error"]
+
+
+def test_oversize_body_is_413_while_reading_a_chunked_stream(make_settings: Callable[..., Settings]) -> None:
+    """No Content-Length: the limit is enforced on the bytes as they arrive, not after."""
+    app = create_app(make_settings(server={"max_body_bytes": 2048}))
+    received = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": b" " * 1024, "more_body": received < 100}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/events",
+        "raw_path": b"/v1/events",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 413
+    assert received == 3  # 3 KiB read, then refused: the other 97 chunks were never pulled
+
+
+def test_compressed_body_is_415(client: TestClient) -> None:
+    r = post(client, pageview(), headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 415
+
+
+def test_unknown_site_in_a_batch_is_dropped_not_fatal(client: TestClient, ch: Client, database: str) -> None:
+    r = post(client, [pageview(), pageview(site="nope")])
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 1, "dropped": 1}
+
+
+def test_cors_preflight_for_an_allowed_origin(client: TestClient) -> None:
+    r = client.options(
+        "/v1/events",
+        headers={"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert r.headers["access-control-allow-headers"] == "Content-Type"
+
+
+def test_cors_preflight_for_a_disallowed_origin_is_403(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(
+        make_settings(sites={"demo": {"allowed_origins": ["https://shop.example.com"]}, "shop": {}})
+    )
+    with TestClient(app) as c:
+        r = c.options(
+            "/v1/events", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
+        assert r.status_code == 403
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_disallowed_origin_gets_403_and_nothing_is_stored(
+    client: TestClient, ch: Client, database: str
+) -> None:
+    event = {"site": "shop", "url": "https://shop.example.com/", "consent": {"analytics": True}}
+    r = post(client, event, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert r.json() == {"error": "origin not allowed for this site"}
+    ok = post(client, event, headers={"Origin": "https://shop.example.com"})
+    assert ok.status_code == 202
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example.com"
+    wild = post(client, event, headers={"Origin": "https://blog.example.org"})
+    assert wild.status_code == 202
+    assert len(stored_rows(ch, database, client)) == 2
+
+
+def test_pixel(client: TestClient, ch: Client, database: str) -> None:
+    r = client.get(
+        "/v1/pixel.gif",
+        params={"site": "demo", "url": "https://example.com/a?x=1", "ref": "https://google.com/search?q=x"},
+        headers={"User-Agent": CHROME_UA},
+    )
+    assert r.status_code == 200
+    assert r.content == GIF
+    assert r.headers["content-type"] == "image/gif"
+    assert r.headers["cache-control"].startswith("no-store")
+    event = client.get(
+        "/v1/pixel.gif",
+        params={"site": "demo", "name": "signup"},
+        headers={"User-Agent": CHROME_UA, "Referer": "https://example.com/join"},
+    )
+    assert event.status_code == 200
+    rows = stored_rows(ch, database, client)
+    assert [(r["type"], r["name"], r["url"], r["referrer"]) for r in rows] == [
+        ("pageview", "pageview", "https://example.com/a", "https://google.com"),
+        ("event", "signup", "https://example.com/join", ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [({"url": "https://example.com/"}, 400), ({"site": "nope", "url": "https://example.com/"}, 404)],
+)
+def test_pixel_bad_input(client: TestClient, params: dict[str, str], status: int) -> None:
+    r = client.get("/v1/pixel.gif", params=params, headers={"User-Agent": CHROME_UA})
+    assert r.status_code == status
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["sink_healthy"] is True
+
+
+def test_admin_endpoints_need_the_token(client: TestClient, settings: Settings) -> None:
+    token = (settings.data_dir / "admin_token").read_text().strip()
+    assert client.post("/admin/query", content=b"SELECT 1").status_code == 401
+    bad = client.post("/admin/query", content=b"SELECT 1", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 403
+    ok = client.post("/admin/query", content=b"SELECT 1 AS one", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200
+    assert ok.text.strip() == '{"one":1}'
+    assert client.get("/admin/stats").status_code == 401
+    assert client.get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_admin_query_is_read_only(client: TestClient, settings: Settings, database: str) -> None:
+    token = (settings.data_dir / "admin_token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    for sql in (f"DROP TABLE {database}.events", f"INSERT INTO {database}.events (site) VALUES ('x')"):
+        r = client.post("/admin/query", content=sql.encode(), headers=auth)
+        assert r.status_code == 400
+        assert "readonly" in r.json()["error"].lower()
+    r = client.post(
+        "/admin/query", content=f"SELECT count() AS n FROM {database}.events".encode(), headers=auth
+    )
+    assert orjson.loads(r.content) == {"n": 0}
+
+
+def test_backpressure_answers_503_with_retry_after(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(batch={"max_pending_rows": 3, "max_age_seconds": 3600, "max_rows": 1000})
+    app = create_app(settings)
+    with TestClient(app) as c:
+        assert post(c, [pageview()] * 3).status_code == 202
+        r = post(c, pageview())
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "5"
+        assert app.state.rt.batcher.flush(10)
+        assert post(c, pageview()).status_code == 202

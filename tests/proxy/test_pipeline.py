@@ -1,0 +1,170 @@
+"""The pipeline's order and drops: one test per drop reason, and the phase boundary for the full IP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from config.settings import Settings
+from proxy import pipeline as pl
+from proxy.geo import GeoLookup
+from proxy.keys import DailySalt, Pseudonymizer
+from proxy.metrics import Metrics
+from proxy.model import Beacon, Consent, DropReason
+from proxy.parse import EventError
+from tests.conftest import CHROME_UA
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def services(settings: Settings, geoip_files: tuple[str, str]) -> pl.Services:
+    return pl.Services(
+        settings,
+        GeoLookup(list(geoip_files)),
+        DailySalt(settings.data_dir / "salts"),
+        Pseudonymizer(b"k" * 32),
+        Metrics(),
+    )
+
+
+@pytest.fixture
+def run(services: pl.Services) -> Callable[..., pl.Outcome]:
+    pipeline = pl.Pipeline(services)
+
+    def go(
+        *beacons: Beacon | EventError, ua: str = CHROME_UA, origin: str | None = None, **info: object
+    ) -> pl.Outcome:
+        request = pl.RequestInfo(peer="203.0.113.77", forwarded=None, user_agent=ua, origin=origin, now=NOW)
+        for k, v in info.items():
+            setattr(request, k, v)
+        return pipeline.process(request, list(beacons))
+
+    return go
+
+
+def test_accepts_a_plain_pageview(run: Callable[..., pl.Outcome]) -> None:
+    out = run(Beacon(site="demo", url="https://e.com/"))
+    assert len(out.events) == 1
+    assert not out.dropped
+
+
+def test_drop_invalid(run: Callable[..., pl.Outcome], services: pl.Services) -> None:
+    out = run(EventError("field 'site' is required"), Beacon(site="demo", url="https://e.com/"))
+    assert out.dropped == {DropReason.INVALID: 1}
+    assert out.errors == [(0, "field 'site' is required")]
+    assert services.metrics.dropped[DropReason.INVALID] == 1
+
+
+def test_drop_unknown_site(run: Callable[..., pl.Outcome]) -> None:
+    assert run(Beacon(site="nope", url="https://e.com/")).dropped == {DropReason.UNKNOWN_SITE: 1}
+
+
+def test_drop_disallowed_origin(run: Callable[..., pl.Outcome]) -> None:
+    b = Beacon(site="shop", url="https://shop.example.com/", consent=Consent(analytics=True))
+    assert run(b, origin="https://evil.example").dropped == {DropReason.ORIGIN_NOT_ALLOWED: 1}
+    assert len(run(b, origin="https://shop.example.com").events) == 1
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "curl/8.5.0",
+        "python-requests/2.31",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "HeadlessChrome/120.0 Safari/537.36",
+        "",
+    ],
+)
+def test_drop_bot(run: Callable[..., pl.Outcome], ua: str) -> None:
+    out = run(Beacon(site="demo", url="https://e.com/"), Beacon(site="demo", url="https://e.com/2"), ua=ua)
+    assert out.dropped == {DropReason.BOT: 2}
+    assert not out.events
+
+
+def test_drop_no_consent_when_the_site_keeps_nothing_anonymous(run: Callable[..., pl.Outcome]) -> None:
+    assert run(Beacon(site="shop", url="https://shop.example.com/")).dropped == {DropReason.NO_CONSENT: 1}
+    kept = run(Beacon(site="shop", url="https://shop.example.com/", consent=Consent(analytics=True)))
+    assert len(kept.events) == 1
+
+
+def test_drop_reasons_are_a_closed_set_each_tested_here() -> None:
+    tested = {"invalid", "unknown_site", "origin_not_allowed", "bot", "no_consent"}
+    assert {r.value for r in DropReason} == tested
+
+
+def test_the_first_drop_stops_the_run(run: Callable[..., pl.Outcome], services: pl.Services) -> None:
+    """An unknown site from a disallowed origin is counted once, as unknown_site (the first step)."""
+    out = run(Beacon(site="nope", url="https://e.com/"), origin="https://evil.example")
+    assert out.dropped == {DropReason.UNKNOWN_SITE: 1}
+
+
+def test_request_phase_forgets_the_full_ip_and_user_agent(services: pl.Services) -> None:
+    info = pl.RequestInfo(peer="203.0.113.77", forwarded=None, user_agent=CHROME_UA, now=NOW)
+    visit = pl._run(pl.REQUEST_STEPS, pl.Visit(info=info, sites=frozenset({"demo"})), services)
+    assert isinstance(visit, pl.Visit)
+    assert visit.full_ip is None
+    assert visit.info.peer is None and visit.info.forwarded is None
+    assert visit.info.user_agent == ""
+    assert visit.ip == "203.0.113.0"
+    assert visit.geo.country == "NZ"
+    assert visit.visitor_hashes["demo"] > 0
+    assert "77" not in repr(visit)
+
+
+def test_step_order_keeps_full_ip_work_before_truncation() -> None:
+    names = [s.__name__ for s in pl.REQUEST_STEPS]
+    assert names.index("put_geo") < names.index("truncate_ip")
+    assert names.index("put_visitor_hash") < names.index("truncate_ip")
+    assert names[-2:] == ["truncate_ip", "forget_user_agent"]
+    event_names = [s.__name__ for s in pl.EVENT_STEPS]
+    assert event_names.index("put_consent") < event_names.index("put_identifiers")
+    assert event_names.index("put_consent") < event_names.index("scrub_url")  # click ids need consent
+
+
+@pytest.mark.parametrize(
+    ("offset", "client_time_used"),
+    [
+        (timedelta(hours=-1), True),
+        (timedelta(hours=-23), True),
+        (timedelta(hours=-25), False),
+        (timedelta(minutes=4), True),
+        (timedelta(minutes=6), False),
+    ],
+)
+def test_client_clock_is_trusted_within_bounds(
+    run: Callable[..., pl.Outcome], offset: timedelta, client_time_used: bool
+) -> None:
+    client_ts = NOW + offset
+    out = run(Beacon(site="demo", url="https://e.com/", ts_ms=int(client_ts.timestamp() * 1000)))
+    assert out.events[0].ts == (client_ts if client_time_used else NOW)
+
+
+@pytest.mark.parametrize(
+    ("beacon_lang", "header", "expected"),
+    [
+        ("en-GB", "", "en"),
+        ("", "de-DE,de;q=0.9,en;q=0.8", "de"),
+        ("pt_BR", "", "pt"),
+        ("x", "", ""),
+        ("", "*", ""),
+        ("1234", "", ""),
+    ],
+)
+def test_language_is_the_primary_subtag(
+    run: Callable[..., pl.Outcome], beacon_lang: str, header: str, expected: str
+) -> None:
+    out = run(Beacon(site="demo", url="https://e.com/", language=beacon_lang), accept_language=header)
+    assert out.events[0].language == expected
+
+
+def test_steps_are_timed_on_a_sample(run: Callable[..., pl.Outcome], services: pl.Services) -> None:
+    for _ in range(pl.TIMING_SAMPLE * 2):
+        run(Beacon(site="demo", url="https://e.com/"))
+    runs = services.metrics.step_runs
+    assert runs["put_geo"] == 2
+    assert runs["scrub_url"] == 2
+    assert services.metrics.step_ns["put_geo"] > 0
