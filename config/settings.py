@@ -213,10 +213,16 @@ def load_settings(
         raise SettingsError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path}: {exc}") from None
-    data = _merge(data, _env_overrides(env))
+    env_data = _env_overrides(env)
+    if "sites" in env_data:
+        # Environment names are case-insensitive; site ids are not: BEACONPROXY_SITES__MYSHOP__… targets
+        # the file's [sites.MyShop] rather than creating a second site "myshop".
+        by_lower = {sid.lower(): sid for sid in data.get("sites", {})}
+        env_data["sites"] = {by_lower.get(sid, sid): v for sid, v in env_data["sites"].items()}
+    data = _merge(data, env_data)
     data = _merge(data, overrides)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(f"{path}: {_describe(exc)}") from None
+        raise SettingsError(f"{path} with {ENV_PREFIX}* overrides: {_describe(exc)}") from None
     return settings.model_copy(update={"data_dir": settings.data_dir.expanduser().resolve()})

@@ -56,7 +56,7 @@ class DailySalt:
         self._salt = b""
 
     def current(self, now: datetime | None = None) -> bytes:
-        day = (now or datetime.now(UTC)).date()
+        day = (now or datetime.now(UTC)).astimezone(UTC).date()
         if day != self._day:
             self._salt = self._load(day)
             self._day = day

@@ -18,15 +18,39 @@ MAX_UA_LENGTH = 1024
 _AUTOMATION = re.compile(
     r"headlesschrome|phantomjs|python-requests|python-urllib|python-httpx|aiohttp|go-http-client|"
     r"\bjava/|okhttp|libwww|\bwget|\bcurl/|axios/|node-fetch|undici|scrapy|crawler|spider|"
-    r"lighthouse|ptst/|pingdom|uptimerobot|facebookexternalhit|preview|(?<!cu)bot\b",  # "Cubot" is a phone
+    r"lighthouse|ptst/|pingdom|uptimerobot|facebookexternalhit|preview|"
+    r"applebot|amazonbot|gptbot|claudebot|ccbot|petalbot|bytespider|semrushbot|ahrefsbot|mj12bot|dotbot|"
+    r"yandexbot|duckduckbot|twitterbot|linkedinbot|telegrambot|slackbot|discordbot|"
+    r"compatible;[^)]*bot|\+https?://",  # crawlers name themselves and link their docs
     re.IGNORECASE,
 )
-# A family or version is stored only if it looks like one. ua-parser copies unknown app names verbatim
-# (e.g. "<anything>/1.0 CFNetwork/..."), and a User-Agent is text the client chose: an e-mail or an
-# IP address there must not become a "browser".
-_SAFE_FAMILY = re.compile(r"[A-Za-z][A-Za-z0-9 ._+()-]{0,39}")
-_SAFE_VERSION = re.compile(r"\d{1,6}")
-_DOTTED_NUMBER = re.compile(r"\d\.\d")  # part of an IP address
+
+
+# Families are stored only from these lists, anything else as "Other". ua-parser copies unknown app
+# names verbatim (e.g. "<anything>/1.0 CFNetwork/..."), and a User-Agent is text the client chose:
+# a name, e-mail, phone number or IP address there must never become a "browser" (PRIVACY.md 5).
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split("|"))
+
+
+KNOWN_BROWSERS = _names(
+    """Chrome|Chrome Mobile|Chrome Mobile iOS|Chrome Mobile WebView|Chromium|Firefox|Firefox Mobile|
+    Firefox iOS|Firefox Focus|Safari|Mobile Safari|Mobile Safari UI/WKWebView|Edge|Edge Mobile|IE|
+    IE Mobile|Opera|Opera Mini|Opera Mobile|Opera GX|Opera Touch|Opera Coast|Samsung Internet|UC Browser|
+    Yandex Browser|Brave|Vivaldi|DuckDuckGo Mobile|Silk|MiuiBrowser|HeyTap Browser|Huawei Browser|
+    Vivo Browser|QQ Browser|QQ Browser Mobile|Baidu Browser|Sogou Explorer|Whale|Puffin|Pale Moon|
+    SeaMonkey|Waterfox|Konqueror|Epiphany|Midori|Falkon|Maxthon|Coc Coc|Avast Secure Browser|
+    AVG Secure Browser|Aloha Browser|Ecosia|Qwant|Electron|Facebook|Instagram|Snapchat|Pinterest|
+    LinkedIn|Twitter|WeChat|Line|Google|GSA|Amazon Silk|Android|BlackBerry WebKit|Nokia Browser|NetFront|
+    Obigo|Kindle|PlayStation|Nintendo Browser|Samsung TV Browser|KaiOS"""
+)
+KNOWN_OS = _names(
+    """Windows|Windows Phone|Windows Mobile|Mac OS X|Mac OS|iOS|iPadOS|Android|Chrome OS|Linux|Ubuntu|Debian|
+    Fedora|Red Hat|SUSE|openSUSE|Gentoo|Arch Linux|Mint|FreeBSD|OpenBSD|NetBSD|Solaris|BlackBerry OS|
+    BlackBerry Tablet OS|Symbian OS|KaiOS|Tizen|webOS|Firefox OS|Fuchsia|HarmonyOS|tvOS|WatchOS|
+    Chromecast Android|Chromecast Fuchsia|Chromecast Linux|PlayStation|Nintendo|Xbox"""
+)
+_VERSION = re.compile(r"\d{1,6}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +68,13 @@ BOT = UserAgentInfo(is_bot=True)
 
 def _major(version: tuple[int | str, ...]) -> str:
     major = str(version[0]) if version else ""
-    return major if _SAFE_VERSION.fullmatch(major) else ""
+    return major if _VERSION.fullmatch(major) else ""
 
 
-def _family(name: str) -> str:
-    if not name or name == "Other":
+def _known(family: str, known: frozenset[str]) -> str:
+    if not family or family == "Other":
         return ""
-    if _SAFE_FAMILY.fullmatch(name) and not _DOTTED_NUMBER.search(name):
-        return name
-    return "Other"
+    return family if family in known else "Other"
 
 
 @lru_cache(maxsize=8192)
@@ -71,10 +93,12 @@ def parse_user_agent(ua: str) -> UserAgentInfo:
         device = "desktop"
     else:
         device = "other"
+    browser = _known(parsed.browser.family, KNOWN_BROWSERS)
+    os = _known(parsed.os.family, KNOWN_OS)
     return UserAgentInfo(
-        browser=_family(parsed.browser.family),
-        browser_version=_major(parsed.browser.version),
-        os=_family(parsed.os.family),
-        os_version=_major(parsed.os.version),
+        browser=browser,
+        browser_version=_major(parsed.browser.version) if browser not in ("", "Other") else "",
+        os=os,
+        os_version=_major(parsed.os.version) if os not in ("", "Other") else "",
         device=device,
     )

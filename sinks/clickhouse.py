@@ -39,12 +39,13 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", dsn)
 
 
-def connect(dsn: str, *, compress: bool = True) -> Client:
+def connect(dsn: str, *, compress: bool = True, database: str | None = None) -> Client:
+    extra: dict[str, Any] = {"database": database} if database else {}
     try:
         if dsn.startswith("chdb://"):
-            return clickhouse_connect.get_client(dsn=dsn)
+            return clickhouse_connect.get_client(dsn=dsn, **extra)
         return clickhouse_connect.get_client(
-            dsn=dsn, compress=compress, connect_timeout=5, send_receive_timeout=60
+            dsn=dsn, compress=compress, connect_timeout=5, send_receive_timeout=60, **extra
         )
     except Exception as exc:
         raise SinkError(f"cannot connect to {redact_dsn(dsn)}: {safe_error(exc)}") from None
@@ -127,7 +128,8 @@ class ClickHouseSink:
     def query_json(self, sql: str) -> bytes:
         """Read-only SQL, answered as JSON lines (one object per row)."""
         if self._query_client is None:
-            self._query_client = connect(self.dsn, compress=self.compress)
+            # unqualified table names in analysts' SQL resolve to our database
+            self._query_client = connect(self.dsn, compress=self.compress, database=self.database)
         try:
             data: Any = self._query_client.raw_query(sql, fmt="JSONEachRow", settings=READONLY_JSON)
         except ClickHouseError as exc:
