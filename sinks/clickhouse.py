@@ -25,8 +25,12 @@ from sinks.base import SinkError
 log = logging.getLogger(__name__)
 _CODE = re.compile(r"Code: (\d+)")
 # readonly=2: no writes or DDL, but the client may still set per-query format settings.
-# 64-bit integers as JSON numbers, whatever the server's default.
-READONLY_JSON = {"readonly": 2, "output_format_json_quote_64bit_integers": 0}
+# 64-bit integers as JSON numbers and URLs without escaped slashes, whatever the server's defaults.
+READONLY_JSON = {
+    "readonly": 2,
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_escape_forward_slashes": 0,
+}
 
 
 def safe_error(exc: BaseException) -> str:
