@@ -45,7 +45,11 @@ class ServerSettings(_Section):
     client_ip_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     # Bearer token for admin endpoints (/admin/*). Empty: generated once into <data_dir>/admin_token.
     admin_token: str = ""
-    access_log: bool = False  # uvicorn's access log prints client addresses; ours never does
+    # First-party opt-out cookie set by GET /v1/opt-out. Set cookie_domain (e.g. "example.com") when the
+    # proxy runs on a subdomain of the sites it serves, so the cookie reaches it from every page.
+    opt_out_cookie: str = Field("bp_optout", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    cookie_domain: str = ""
+    cookie_secure: bool = True
 
 
 class PrivacySettings(_Section):
@@ -77,7 +81,18 @@ class ClickhouseSettings(_Section):
     dsn: str = ""
     database: str = Field("beacon", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     retention_days: int = Field(400, ge=1, le=36500)
+    # Pseudonymous identifier columns (client_id, user_id, session_id, click_ids) expire sooner.
+    pseudonym_retention_days: int = Field(90, ge=1, le=36500)
+    # The daily aggregates hold no identifiers and are kept longer than raw events.
+    aggregate_retention_days: int = Field(1825, ge=1, le=36500)
+    audit_retention_days: int = Field(1825, ge=1, le=36500)
     compress: bool = True
+
+    @model_validator(mode="after")
+    def _retention_order(self) -> ClickhouseSettings:
+        if self.pseudonym_retention_days > self.retention_days:
+            raise ValueError("pseudonym_retention_days cannot exceed retention_days")
+        return self
 
 
 class BatchSettings(_Section):
@@ -88,11 +103,60 @@ class BatchSettings(_Section):
     max_pending_rows: int = Field(200_000, ge=1)
 
 
+class ConsentCookieSettings(_Section):
+    name: str = Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+    # json: {"analytics": true, ...}; kv: "analytics:1,marketing:0"; tcf: an IAB TCF v2 string (euconsent-v2).
+    format: Literal["json", "kv", "tcf"] = "json"
+    # Our category -> the site's key, e.g. {analytics = "statistics"} for a CMP that says "statistics".
+    keys: dict[Literal["analytics", "preferences", "marketing", "precise_location"], str] = Field(
+        default_factory=dict
+    )
+
+
+class ConsentDefaults(_Section):
+    """What a site assumes for a category no consent source speaks about."""
+
+    analytics: bool = False
+    preferences: bool = False
+    marketing: bool = False
+    precise_location: bool = False
+
+
 class SiteSettings(_Section):
     # Exact origins ("https://example.com"), "*" for any, or "https://*.example.com" for subdomains.
     allowed_origins: tuple[str, ...] = ()
     # Without analytics consent: keep the event without identifiers, or drop it.
     without_consent: Literal["anonymous", "drop"] = "anonymous"
+    consent_cookie: ConsentCookieSettings | None = None
+    consent_defaults: ConsentDefaults = ConsentDefaults()
+    # Treat "DNT: 1" as an analytics opt-out: such events are dropped (reason do_not_track).
+    honour_dnt: bool = False
+    # A children's audience: the whole site, or pages under these path prefixes. Their events are stored
+    # aggregate-only (no identifiers, no precise location, no props) or dropped.
+    children_audience: bool = False
+    children_paths: tuple[str, ...] = ()
+    children_policy: Literal["aggregate", "drop"] = "aggregate"
+    # A blocked subject's further events: kept without identifiers, or dropped.
+    blocked_subjects: Literal["anonymous", "drop"] = "anonymous"
+    # Keys for identifier pseudonyms: the first is used for new rows, the others only to find old rows
+    # (keep a rotated-out key until pseudonym_retention_days have passed). Empty: derived from
+    # privacy.pseudonym_secret and the site id.
+    pseudonym_keys: tuple[str, ...] = ()
+
+    @field_validator("children_paths")
+    @classmethod
+    def _paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"children path {p!r} must start with '/'")
+        return v
+
+    @field_validator("pseudonym_keys")
+    @classmethod
+    def _keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(len(k) < 16 for k in v):
+            raise ValueError("each pseudonym key must be at least 16 characters")
+        return v
 
     @field_validator("allowed_origins")
     @classmethod

@@ -41,7 +41,7 @@ def test_defaults_load_from_shipped_file(cwd: Path) -> None:
     assert s.server.trusted_proxies == ("127.0.0.0/8", "::1")
     assert s.server.client_ip_header == "x-forwarded-for"
     assert s.server.admin_token == ""
-    assert s.server.access_log is False
+    assert s.server.opt_out_cookie == "bp_optout"
     assert (s.privacy.ipv4_prefix_bits, s.privacy.ipv6_prefix_bits) == (24, 48)
     assert s.privacy.query_allowlist == ("utm_*",)
     assert s.privacy.pseudonym_secret == ""
@@ -197,7 +197,8 @@ SECTION_ENV = [
     ),
     ("BEACONPROXY_SERVER__CLIENT_IP_HEADER", "forwarded", "server", "client_ip_header", "forwarded"),
     ("BEACONPROXY_SERVER__MAX_BODY_BYTES", "2048", "server", "max_body_bytes", 2048),
-    ("BEACONPROXY_SERVER__ACCESS_LOG", "true", "server", "access_log", True),
+    ("BEACONPROXY_SERVER__COOKIE_DOMAIN", "example.com", "server", "cookie_domain", "example.com"),
+    ("BEACONPROXY_CLICKHOUSE__PSEUDONYM_RETENTION_DAYS", "30", "clickhouse", "pseudonym_retention_days", 30),
     ("BEACONPROXY_GEOIP__CITY", "1", "geoip", "city", True),
     ("BEACONPROXY_GEOIP__DATABASES", '["/geo/a.mmdb"]', "geoip", "databases", ("/geo/a.mmdb",)),
     ("BEACONPROXY_CLICKHOUSE__DSN", "http://u:p@ch:8123", "clickhouse", "dsn", "http://u:p@ch:8123"),
