@@ -1,47 +1,113 @@
--- Beacon Proxy storage. Applied at start-up, idempotently; {database} and {retention_days} are filled in
--- from settings. Column names are a contract with analysts: add, never rename.
+-- Beacon Proxy storage. Applied at start-up, idempotently; {database} and the {..._ttl} expressions are
+-- filled in from settings. Column names are a contract with analysts: add, never rename.
+-- Every column's COMMENT reads "meaning | source: ... | consent: ..."; `beaconproxy inventory` builds
+-- the data inventory from these comments and the retention settings, so the two cannot drift.
 CREATE DATABASE IF NOT EXISTS {database};
 
 CREATE TABLE IF NOT EXISTS {database}.events
 (
-    event_id        UUID,
-    site            LowCardinality(String),
-    ts              DateTime64(3, 'UTC'),
-    type            LowCardinality(String),
-    name            String,
-    url             String,
-    referrer        String,
-    title           String,
-    utm_source      String,
-    utm_medium      String,
-    utm_campaign    String,
-    utm_term        String,
-    utm_content     String,
-    props           Map(String, String),
-    ip              String COMMENT 'truncated client IP (IPv4 /24, IPv6 /48 by default)',
-    country         LowCardinality(String),
-    region          LowCardinality(String),
-    city            LowCardinality(String),
-    latitude        Nullable(Float64) COMMENT 'only with precise_location consent',
-    longitude       Nullable(Float64) COMMENT 'only with precise_location consent',
-    browser         LowCardinality(String),
-    browser_version LowCardinality(String),
-    os              LowCardinality(String),
-    os_version      LowCardinality(String),
-    device          LowCardinality(String),
-    language        LowCardinality(String),
-    screen_width    Nullable(UInt32),
-    screen_height   Nullable(UInt32),
-    engagement_ms   Nullable(UInt32),
-    visitor_hash    UInt64 COMMENT 'daily-salted cookieless hash; the salt is destroyed the next day',
-    client_id       Nullable(String) COMMENT 'keyed pseudonym, only with analytics consent',
-    user_id         Nullable(String) COMMENT 'keyed pseudonym, only with analytics consent',
-    session_id      Nullable(String) COMMENT 'keyed pseudonym, only with analytics consent',
-    click_ids       Map(String, String) COMMENT 'keyed pseudonyms, only with analytics and marketing consent',
-    consent         Array(LowCardinality(String)) COMMENT 'consent categories the row was stored under'
+    event_id        UUID COMMENT 'random id of the stored row | source: server | consent: none',
+    site            LowCardinality(String) COMMENT 'site id from configuration | source: beacon | consent: none',
+    ts              DateTime64(3, 'UTC') COMMENT 'event time (client clock within bounds, else server) | source: beacon, server | consent: none',
+    type            LowCardinality(String) COMMENT 'pageview or event | source: beacon | consent: none',
+    name            String COMMENT 'event name, PII redacted | source: beacon | consent: none',
+    url             String COMMENT 'page URL: scheme, host, path, allow-listed query parameters, PII redacted | source: beacon | consent: none',
+    referrer        String COMMENT 'referrer origin only | source: beacon | consent: none',
+    title           String COMMENT 'page title, PII redacted | source: beacon | consent: none',
+    utm_source      String COMMENT 'utm_source query parameter | source: beacon URL | consent: none',
+    utm_medium      String COMMENT 'utm_medium query parameter | source: beacon URL | consent: none',
+    utm_campaign    String COMMENT 'utm_campaign query parameter | source: beacon URL | consent: none',
+    utm_term        String COMMENT 'utm_term query parameter | source: beacon URL | consent: none',
+    utm_content     String COMMENT 'utm_content query parameter | source: beacon URL | consent: none',
+    props           Map(String, String) COMMENT 'custom properties, denylisted keys dropped, values redacted | source: beacon | consent: none',
+    ip              String COMMENT 'truncated client IP (IPv4 /24, IPv6 /48 by default) | source: request | consent: none',
+    country         LowCardinality(String) COMMENT 'ISO country code from GeoIP on the full IP, in memory | source: request | consent: none',
+    region          LowCardinality(String) COMMENT 'first-level region from GeoIP | source: request | consent: none',
+    city            LowCardinality(String) COMMENT 'city from GeoIP, only when geoip.city is on | source: request | consent: none',
+    latitude        Nullable(Float64) COMMENT 'visitor-supplied precise latitude | source: beacon | consent: precise_location',
+    longitude       Nullable(Float64) COMMENT 'visitor-supplied precise longitude | source: beacon | consent: precise_location',
+    browser         LowCardinality(String) COMMENT 'browser family from a known list | source: User-Agent | consent: none',
+    browser_version LowCardinality(String) COMMENT 'browser major version | source: User-Agent | consent: none',
+    os              LowCardinality(String) COMMENT 'OS family from a known list | source: User-Agent | consent: none',
+    os_version      LowCardinality(String) COMMENT 'OS major version | source: User-Agent | consent: none',
+    device          LowCardinality(String) COMMENT 'desktop, mobile, tablet or other | source: User-Agent | consent: none',
+    language        LowCardinality(String) COMMENT 'primary language subtag | source: beacon, Accept-Language | consent: none',
+    screen_width    Nullable(UInt32) COMMENT 'screen width in CSS pixels | source: beacon | consent: none',
+    screen_height   Nullable(UInt32) COMMENT 'screen height in CSS pixels | source: beacon | consent: none',
+    engagement_ms   Nullable(UInt32) COMMENT 'time engaged with the page | source: beacon | consent: none',
+    visitor_hash    UInt64 COMMENT 'cookieless daily visitor hash; its salt is destroyed the next day | source: request | consent: none',
+    client_id       Nullable(String) TTL {pseudonym_ttl} COMMENT 'keyed pseudonym of the client id | source: beacon | consent: analytics',
+    user_id         Nullable(String) TTL {pseudonym_ttl} COMMENT 'keyed pseudonym of the user id | source: beacon | consent: analytics',
+    session_id      Nullable(String) TTL {pseudonym_ttl} COMMENT 'keyed pseudonym of the session id | source: beacon | consent: analytics',
+    click_ids       Map(String, String) TTL {pseudonym_ttl} COMMENT 'advertising click ids as keyed pseudonyms | source: beacon URL | consent: analytics, marketing',
+    consent         Array(LowCardinality(String)) COMMENT 'consent categories the row was stored under | source: beacon, cookie, site defaults | consent: none'
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (site, toDate(ts), type, name, ts)
 TTL {ttl}
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Daily aggregates: no identifiers, kept longer than raw events. `visitors` is a uniq() sketch over the
+-- daily-salted visitor hash, whose salt is destroyed the next day.
+CREATE TABLE IF NOT EXISTS {database}.events_daily
+(
+    site      LowCardinality(String) COMMENT 'site id | source: events | consent: none',
+    day       Date COMMENT 'UTC day | source: events | consent: none',
+    page      String COMMENT 'URL path | source: events | consent: none',
+    source    LowCardinality(String) COMMENT 'utm_source, else referrer host, else (direct) | source: events | consent: none',
+    country   LowCardinality(String) COMMENT 'ISO country code | source: events | consent: none',
+    device    LowCardinality(String) COMMENT 'device class | source: events | consent: none',
+    browser   LowCardinality(String) COMMENT 'browser family | source: events | consent: none',
+    visitors  AggregateFunction(uniq, UInt64) COMMENT 'distinct daily visitors (sketch; use uniqMerge) | source: events | consent: none',
+    pageviews SimpleAggregateFunction(sum, UInt64) COMMENT 'page views | source: events | consent: none',
+    events    SimpleAggregateFunction(sum, UInt64) COMMENT 'custom events | source: events | consent: none'
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (site, day, page, source, country, device, browser)
+TTL {aggregate_ttl}
+SETTINGS non_replicated_deduplication_window = 1000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.events_daily_mv TO {database}.events_daily AS
+SELECT
+    site,
+    toDate(ts) AS day,
+    path(url) AS page,
+    if(utm_source != '', utm_source, if(referrer != '', domain(referrer), '(direct)')) AS source,
+    country,
+    device,
+    browser,
+    uniqState(visitor_hash) AS visitors,
+    toUInt64(countIf(type = 'pageview')) AS pageviews,
+    toUInt64(countIf(type = 'event')) AS events
+FROM {database}.events
+GROUP BY site, day, page, source, country, device, browser;
+
+-- Data-subject actions. Never a raw identifier: the subject is its keyed pseudonym.
+CREATE TABLE IF NOT EXISTS {database}.audit_log
+(
+    time      DateTime64(3, 'UTC') COMMENT 'when the action ran | source: server | consent: none',
+    action    LowCardinality(String) COMMENT 'export, delete, block, unblock or withdraw | source: admin or visitor | consent: none',
+    site      LowCardinality(String) COMMENT 'site id | source: admin or visitor | consent: none',
+    kind      LowCardinality(String) COMMENT 'client_id or user_id | source: admin or visitor | consent: none',
+    pseudonym String COMMENT 'keyed pseudonym of the subject (current key) | source: server | consent: none',
+    rows      UInt64 COMMENT 'rows exported or deleted | source: server | consent: none',
+    actor     LowCardinality(String) COMMENT 'admin-cli, admin-http or visitor | source: server | consent: none'
+)
+ENGINE = MergeTree
+ORDER BY (site, time)
+TTL {audit_ttl};
+
+-- Blocked subjects. `subject` is an HMAC of the identifier under the server secret (not a per-site key,
+-- so a block survives key rotation). Latest row per subject wins.
+CREATE TABLE IF NOT EXISTS {database}.suppressions
+(
+    site    LowCardinality(String) COMMENT 'site id | source: admin | consent: none',
+    kind    LowCardinality(String) COMMENT 'client_id or user_id | source: admin | consent: none',
+    subject String COMMENT 'HMAC of the identifier under the server secret | source: server | consent: none',
+    blocked UInt8 COMMENT '1 blocked, 0 unblocked | source: admin | consent: none',
+    updated DateTime64(3, 'UTC') COMMENT 'when the block changed | source: server | consent: none'
+)
+ENGINE = ReplacingMergeTree(updated)
+ORDER BY (site, kind, subject);

@@ -88,11 +88,25 @@ class ClickhouseSettings(_Section):
     audit_retention_days: int = Field(1825, ge=1, le=36500)
     compress: bool = True
 
-    @model_validator(mode="after")
-    def _retention_order(self) -> ClickhouseSettings:
-        if self.pseudonym_retention_days > self.retention_days:
-            raise ValueError("pseudonym_retention_days cannot exceed retention_days")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _retention_order(cls, data: Any) -> Any:
+        # A pseudonym never outlives its row: a shorter row retention shortens it too (the stricter reading).
+        if isinstance(data, dict) and "retention_days" in data:
+            try:
+                rows, pseudonyms = (
+                    int(data["retention_days"]),
+                    int(
+                        data.get(
+                            "pseudonym_retention_days", cls.model_fields["pseudonym_retention_days"].default
+                        )
+                    ),
+                )
+            except (TypeError, ValueError):
+                return data  # field validation reports it
+            if pseudonyms > rows:
+                return {**data, "pseudonym_retention_days": rows}
+        return data
 
 
 class BatchSettings(_Section):

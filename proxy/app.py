@@ -82,8 +82,7 @@ def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup |
         paths = list(settings.geoip.databases) or find_databases(settings.geoip_dir)
         geo = GeoLookup(paths, with_city=settings.geoip.city, cache_size=settings.geoip.cache_size)
     if sink is None:
-        ch = settings.clickhouse
-        sink = ClickHouseSink(settings.clickhouse_dsn, ch.database, ch.retention_days, compress=ch.compress)
+        sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
     metrics = Metrics()
     salt = DailySalt(data / "salts")
     pseudonymize = Pseudonymizer(

@@ -108,10 +108,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         data = _query_via_proxy(settings, args.sql) if settings.clickhouse_dsn.startswith("chdb://") else None
         if data is None:
-            ch = settings.clickhouse
-            sink = ClickHouseSink(
-                settings.clickhouse_dsn, ch.database, ch.retention_days, compress=ch.compress
-            )
+            sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
             sink.start()
             try:
                 data = sink.query_json(args.sql)

@@ -18,7 +18,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from config.schema import ddl_statements, retention_ttl
+from config.schema import PSEUDONYM_COLUMNS, days_ttl, ddl_statements, normalised_ttl
+from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
 
@@ -58,16 +59,16 @@ def connect(dsn: str, *, compress: bool = True, database: str | None = None) -> 
 class ClickHouseSink:
     name = "clickhouse"
 
-    def __init__(self, dsn: str, database: str, retention_days: int, *, compress: bool = True) -> None:
+    def __init__(self, dsn: str, settings: ClickhouseSettings) -> None:
         if not dsn.startswith(("chdb://", "http://", "https://")):
             raise ValueError(
                 f"clickhouse dsn must start with chdb://, http:// or https:// (got {redact_dsn(dsn)})"
             )
         self.dsn = dsn
-        self.database = database
-        self.retention_days = retention_days
-        self.compress = compress
-        self.table = f"{database}.events"
+        self.settings = settings
+        self.database = settings.database
+        self.compress = settings.compress
+        self.table = f"{self.database}.events"
         self._client: Client | None = None
         # Read-only queries get their own client: chDB applies per-query settings to a session and
         # cannot reset readonly afterwards, so sharing one would leave the writer read-only.
@@ -85,23 +86,58 @@ class ClickHouseSink:
     def start(self) -> None:
         self._client = connect(self.dsn, compress=self.compress)
         try:
-            for stmt in ddl_statements(self.database, self.retention_days):
-                self._client.command(stmt)
+            for stmt in ddl_statements(self.database, self.settings):
+                try:
+                    self._client.command(stmt)
+                except ClickHouseError:
+                    if self._create_query("events"):  # an events table from elsewhere: say what it lacks
+                        self._column_types()
+                    raise
             self._apply_retention()
             self._types = self._column_types()
         except ClickHouseError as exc:
             raise SinkError(f"schema set-up failed: {safe_error(exc)}") from None
         self._healthy = True
 
-    def _apply_retention(self) -> None:
-        """Changing retention_days changes the existing table's TTL, not only new tables'."""
-        engine = self.client.command(
-            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
-            parameters={"db": self.database},
+    def _create_query(self, table: str) -> str:
+        return str(
+            self.client.command(
+                "SELECT create_table_query FROM system.tables "
+                "WHERE database = {db:String} AND name = {t:String}",
+                parameters={"db": self.database, "t": table},
+            )
         )
-        if f"toIntervalDay({self.retention_days})" not in str(engine):
-            log.info("events TTL changed: now %d days", self.retention_days)
-            self.client.command(f"ALTER TABLE {self.table} MODIFY TTL {retention_ttl(self.retention_days)}")
+
+    def _apply_retention(self) -> None:
+        """Retention settings change existing tables (ALTER ... TTL), not only new ones."""
+        ch = self.settings
+        events = self._create_query("events")
+        columns, _, engine = events.partition(" ENGINE = ")
+        if f" TTL {normalised_ttl('ts', ch.retention_days)}" not in engine:
+            log.info("events TTL is now %d days", ch.retention_days)
+            self.client.command(f"ALTER TABLE {self.table} MODIFY TTL {days_ttl('ts', ch.retention_days)}")
+        for column in PSEUDONYM_COLUMNS:
+            if f"`{column}` " not in columns:
+                continue  # a missing column is reported by _column_types
+            ttl = re.escape(normalised_ttl("ts", ch.pseudonym_retention_days))
+            if not re.search(rf"`{column}` [^`]*? TTL {ttl}(?: |,|\)$)", columns):
+                log.info("%s TTL is now %d days", column, ch.pseudonym_retention_days)
+                self.client.command(
+                    f"ALTER TABLE {self.table} MODIFY COLUMN {column} "
+                    f"TTL {days_ttl('ts', ch.pseudonym_retention_days)}"
+                )
+        for table, column, days in (
+            ("events_daily", "day", ch.aggregate_retention_days),
+            ("audit_log", "time", ch.audit_retention_days),
+        ):
+            if (
+                f" TTL {normalised_ttl(column, days)}"
+                not in self._create_query(table).partition(" ENGINE = ")[2]
+            ):
+                log.info("%s TTL is now %d days", table, days)
+                self.client.command(
+                    f"ALTER TABLE {self.database}.{table} MODIFY TTL {days_ttl(column, days)}"
+                )
 
     def _column_types(self) -> list[str]:
         result = self.client.query(
@@ -124,7 +160,11 @@ class ClickHouseSink:
                 column_names=list(EVENT_COLUMNS),
                 column_type_names=self._types,
                 column_oriented=True,
-                settings={"insert_deduplication_token": token},
+                settings={
+                    "insert_deduplication_token": token,
+                    # a replayed batch must not be counted twice by the daily aggregates either
+                    "deduplicate_blocks_in_dependent_materialized_views": 1,
+                },
             )
         except Exception as exc:
             self._healthy = False

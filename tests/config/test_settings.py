@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from config.schema import ddl_statements, retention_ttl
-from config.settings import DEFAULT_CONFIG, Settings, SettingsError, SiteSettings, load_settings
+from config.schema import ddl_statements
+from config.settings import (
+    DEFAULT_CONFIG,
+    ClickhouseSettings,
+    Settings,
+    SettingsError,
+    SiteSettings,
+    load_settings,
+)
 from proxy.model import EVENT_COLUMNS
 
 
@@ -480,37 +487,44 @@ def test_data_dir_from_file_is_made_absolute(tmp_path: Path, cwd: Path) -> None:
 # -------------------------------------------------------------------------------------------------- schema
 
 
-def test_ddl_statements_use_the_database_and_ttl() -> None:
-    statements = ddl_statements("analytics_eu", 30)
+def test_ddl_statements_use_the_database_and_every_retention_setting() -> None:
+    ch = ClickhouseSettings(
+        database="analytics_eu",
+        retention_days=30,
+        pseudonym_retention_days=7,
+        aggregate_retention_days=999,
+        audit_retention_days=555,
+    )
+    statements = ddl_statements("analytics_eu", ch)
 
-    assert len(statements) == 2
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS analytics_eu"
     assert statements[1].startswith("CREATE TABLE IF NOT EXISTS analytics_eu.events\n(")
-    assert "\nTTL toDateTime(ts) + INTERVAL 30 DAY DELETE\n" in statements[1]
+    assert "\nTTL toDateTime(ts) + INTERVAL 30 DAY\n" in statements[1]
+    assert statements[1].count("TTL toDateTime(ts) + INTERVAL 7 DAY") == 4
+    assert "TTL toDateTime(day) + INTERVAL 999 DAY" in statements[2]
+    assert "TTL toDateTime(time) + INTERVAL 555 DAY" in statements[4]
     assert all("analytics_eu" in stmt for stmt in statements)
 
 
 @pytest.mark.parametrize(("database", "days"), [("beacon", 400), ("b2", 1), ("_x", 36500)])
 def test_ddl_statements_have_no_comment_lines_placeholders_or_terminators(database: str, days: int) -> None:
-    for stmt in ddl_statements(database, days):
-        assert "--" not in stmt
+    ch = ClickhouseSettings(database=database, retention_days=days, pseudonym_retention_days=1)
+    for stmt in ddl_statements(database, ch):
+        assert "\n--" not in stmt and not stmt.startswith("--")
         assert "{" not in stmt and "}" not in stmt
         assert not stmt.endswith(";")
         assert stmt == stmt.strip()
         assert database in stmt
 
 
-@pytest.mark.parametrize(
-    ("days", "ttl"),
-    [(1, "toDateTime(ts) + INTERVAL 1 DAY DELETE"), (400, "toDateTime(ts) + INTERVAL 400 DAY DELETE")],
-)
-def test_retention_ttl(days: int, ttl: str) -> None:
-    assert retention_ttl(days) == ttl
+def test_pseudonym_retention_cannot_outlive_the_row() -> None:
+    assert ClickhouseSettings(retention_days=30, pseudonym_retention_days=90).pseudonym_retention_days == 30
+    assert ClickhouseSettings(retention_days=30, pseudonym_retention_days=7).pseudonym_retention_days == 7
 
 
 def test_events_table_has_exactly_the_event_model_columns() -> None:
     """The sink inserts by column name, so the set must match (order is free)."""
-    create_table = ddl_statements("beacon", 400)[1]
+    create_table = ddl_statements("beacon", ClickhouseSettings())[1]
     body = create_table.split("\n(\n", 1)[1].split("\n)\n", 1)[0]
 
     columns = [line.split()[0] for line in body.splitlines() if line.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,10 +12,15 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
 from tests.support.ch_http import clickhouse_http_server
+
+
+def ch_settings(database: str, **kw: int) -> ClickhouseSettings:
+    return ClickhouseSettings(database=database, **kw)
 
 
 def full_event(i: int = 0) -> Event:
@@ -64,7 +70,7 @@ def read_all(sink: ClickHouseSink) -> list[dict[str, object]]:
 
 @pytest.fixture
 def sink(chdb_dsn: str, database: str) -> Iterator[ClickHouseSink]:
-    s = ClickHouseSink(chdb_dsn, database, 400)
+    s = ClickHouseSink(chdb_dsn, ch_settings(database))
     s.start()
     yield s
     s.close()
@@ -86,7 +92,7 @@ def test_every_column_round_trips(sink: ClickHouseSink) -> None:
 
 def test_start_is_idempotent(sink: ClickHouseSink, chdb_dsn: str, database: str) -> None:
     sink.write([full_event()], "tok-1")
-    again = ClickHouseSink(chdb_dsn, database, 400)
+    again = ClickHouseSink(chdb_dsn, ch_settings(database))
     again.start()
     assert len(read_all(again)) == 1
 
@@ -100,17 +106,40 @@ def test_replayed_batch_is_deduplicated_by_token(sink: ClickHouseSink) -> None:
     assert len(read_all(sink)) == 10
 
 
-def test_changing_retention_alters_the_existing_table(
+def test_changing_retention_alters_the_existing_tables(
     sink: ClickHouseSink, chdb_dsn: str, database: str, ch: Client
 ) -> None:
-    def ttl() -> str:
+    def create(table: str) -> str:
         return str(
-            ch.command(f"SELECT engine_full FROM system.tables WHERE database='{database}' AND name='events'")
+            ch.command(
+                f"SELECT create_table_query FROM system.tables WHERE database='{database}' AND name='{table}'"
+            )
         )
 
-    assert "toIntervalDay(400)" in ttl()
-    ClickHouseSink(chdb_dsn, database, 30).start()
-    assert "toIntervalDay(30)" in ttl()
+    events = create("events")
+    assert events.count("toIntervalDay(90)") == 4  # client_id, user_id, session_id, click_ids
+    assert re.search(
+        r"`client_id` Nullable\(String\) [^`]* TTL toDateTime\(ts\) \+ toIntervalDay\(90\)", events
+    )
+    assert (
+        "TTL toDateTime(ts) + toIntervalDay(400) SETTINGS non_replicated_deduplication_window = 1000"
+        in events
+    )
+    changed = ch_settings(
+        database,
+        retention_days=200,
+        pseudonym_retention_days=30,
+        aggregate_retention_days=1000,
+        audit_retention_days=700,
+    )
+    ClickHouseSink(chdb_dsn, changed).start()
+    events = create("events")
+    assert events.count("toIntervalDay(30)") == 4
+    assert "toIntervalDay(90)" not in events
+    assert "TTL toDateTime(ts) + toIntervalDay(200) SETTINGS" in events
+    assert "TTL toDateTime(day) + toIntervalDay(1000)" in create("events_daily")
+    assert "TTL toDateTime(time) + toIntervalDay(700)" in create("audit_log")
+    ClickHouseSink(chdb_dsn, changed).start()  # unchanged settings: nothing to alter, still starts
 
 
 def test_schema_drift_fails_at_start(chdb_dsn: str, database: str, ch: Client) -> None:
@@ -120,7 +149,7 @@ def test_schema_drift_fails_at_start(chdb_dsn: str, database: str, ch: Client) -
         "ENGINE = MergeTree ORDER BY ts"
     )
     with pytest.raises(SinkError, match="lacks columns"):
-        ClickHouseSink(chdb_dsn, database, 400).start()
+        ClickHouseSink(chdb_dsn, ch_settings(database)).start()
 
 
 def test_query_json_is_read_only(sink: ClickHouseSink) -> None:
@@ -137,13 +166,13 @@ def test_errors_carry_no_row_data() -> None:
 
 def test_bad_dsn_is_rejected_at_construction() -> None:
     with pytest.raises(ValueError, match="chdb://"):
-        ClickHouseSink("mysql://x", "beacon", 400)
+        ClickHouseSink("mysql://x", ch_settings("beacon"))
 
 
 def test_remote_http_path(tmp_path: Path) -> None:
     """The same sink through clickhouse-connect's HTTP client, against ClickHouse's HTTP interface."""
     with clickhouse_http_server(tmp_path / "remote", user="beacon", password="pw") as dsn:
-        sink = ClickHouseSink(dsn, "remote_db", 400)
+        sink = ClickHouseSink(dsn, ch_settings("remote_db"))
         sink.start()
         batch = [full_event(i) for i in range(3)]
         sink.write(batch, "remote-token")
@@ -155,7 +184,26 @@ def test_remote_http_path(tmp_path: Path) -> None:
         with pytest.raises(SinkError, match=r"(?i)readonly"):
             sink.query_json("DROP TABLE remote_db.events")
         sink.close()
-        bad = ClickHouseSink(dsn.replace(":pw@", ":wrong@"), "remote_db", 400)
+        bad = ClickHouseSink(dsn.replace(":pw@", ":wrong@"), ch_settings("remote_db"))
         with pytest.raises(SinkError) as err:
             bad.start()
         assert "wrong" not in str(err.value)
+
+
+def test_daily_aggregates_count_each_event_once_even_on_replay(sink: ClickHouseSink, ch: Client) -> None:
+    batch = [full_event(i) for i in range(4)]
+    batch[3].type = "pageview"
+    batch[2].visitor_hash = batch[1].visitor_hash = 7
+    sink.write(batch, "agg-token")
+    sink.write(batch, "agg-token")  # replay: neither table may count it twice
+    rows = ch.query(
+        f"SELECT site, day, page, source, country, uniqMerge(visitors), sum(pageviews), sum(events) "
+        f"FROM {sink.database}.events_daily GROUP BY site, day, page, source, country"
+    ).result_rows
+    assert [r[2:] for r in rows] == [("/a", "x", "NZ", 2, 1, 3)]  # hashes {2**64 - 5, 7}
+    columns = ch.query(
+        f"SELECT name FROM system.columns WHERE database = '{sink.database}' AND table = 'events_daily'"
+    )
+    assert not {"client_id", "user_id", "session_id", "ip", "visitor_hash"} & {
+        r[0] for r in columns.result_rows
+    }
