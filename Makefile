@@ -54,8 +54,12 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+BENCH_ARGS ?=
+
+# Installs wrk (the load generator) from Debian if missing; `make geoip bench` measures with real geo lookups.
 bench: install-dev
-	$(BIN)/python benchmarks/throughput.py
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python benchmarks/throughput.py --geoip-dir $(GEOIP_DIR) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
