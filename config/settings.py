@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ENV_PREFIX = "BEACONPROXY_"
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+CONSENT_CATEGORIES = ("analytics", "preferences", "marketing", "precise_location")
 SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -122,9 +123,19 @@ class ConsentCookieSettings(_Section):
     # json: {"analytics": true, ...}; kv: "analytics:1,marketing:0"; tcf: an IAB TCF v2 string (euconsent-v2).
     format: Literal["json", "kv", "tcf"] = "json"
     # Our category -> the site's key, e.g. {analytics = "statistics"} for a CMP that says "statistics".
-    keys: dict[Literal["analytics", "preferences", "marketing", "precise_location"], str] = Field(
-        default_factory=dict
-    )
+    keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("keys")
+    @classmethod
+    def _categories(cls, v: dict[str, str]) -> dict[str, str]:
+        for category, key in v.items():
+            if not key:
+                raise ValueError(f"the cookie key for {category!r} is empty")
+            if category not in CONSENT_CATEGORIES:
+                raise ValueError(
+                    f"unknown consent category {category!r}; use one of {', '.join(CONSENT_CATEGORIES)}"
+                )
+        return v
 
 
 class ConsentDefaults(_Section):

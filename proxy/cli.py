@@ -13,15 +13,19 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from config.settings import Settings, SettingsError, load_settings
 from proxy import runfile
-from proxy.keys import load_or_create_secret
+from proxy.admin import result_body
+from proxy.inventory import InventoryError, build_inventory
+from proxy.keys import SiteKeys, load_or_create_secret
+from proxy.subjects import SubjectError, SubjectService, Suppressions
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
+from sinks.subject_store import SubjectStore
 
 log = logging.getLogger("beaconproxy")
 
@@ -75,22 +79,36 @@ def _store(settings: Settings) -> str:
     return dsn if dsn.startswith("chdb://") else "remote ClickHouse"
 
 
-def _query_via_proxy(settings: Settings, sql: str) -> bytes | None:
-    """Route through a running proxy that owns the embedded store; None if no proxy answers."""
+class ProxyAnswer(NamedTuple):
+    data: bytes
+    headers: dict[str, str]
+
+
+def _via_proxy(settings: Settings, method: str, path: str, body: bytes | None) -> ProxyAnswer | None:
+    """Call a running proxy's admin endpoint when it owns the embedded store; None if none answers.
+
+    chDB lets one process open a data directory, so while the proxy runs it serves these requests.
+    A remote store needs no routing: every process can reach it.
+    """
+    if not settings.clickhouse_dsn.startswith("chdb://"):
+        return None
     info = runfile.read(settings)
     if info is None or not runfile.pid_alive(info.get("pid")):
         return None
     token = load_or_create_secret(settings.server.admin_token, settings.data_dir / "admin_token")
     req = urllib.request.Request(  # noqa: S310 - the URL is our own loopback address from the run file
-        f"{info['url']}/admin/query",
-        data=sql.encode(),
-        headers={"Authorization": f"Bearer {token.decode()}", "Content-Type": "text/plain"},
-        method="POST",
+        f"{info['url']}{path}",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {token.decode()}",
+            "Content-Type": "application/json",
+            "X-Beacon-Actor": "admin-cli",
+        },
+        method=method,
     )
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
-            data: bytes = resp.read()
-            return data
+        with urllib.request.urlopen(req, timeout=300) as resp:  # noqa: S310
+            return ProxyAnswer(resp.read(), dict(resp.headers.items()))
     except urllib.error.HTTPError as exc:
         detail = exc.read()
         try:
@@ -102,14 +120,21 @@ def _query_via_proxy(settings: Settings, sql: str) -> bytes | None:
         return None
 
 
+def _open_sink(settings: Settings) -> ClickHouseSink:
+    sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
+    sink.start()
+    return sink
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging("warning")
     try:
-        data = _query_via_proxy(settings, args.sql) if settings.clickhouse_dsn.startswith("chdb://") else None
-        if data is None:
-            sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
-            sink.start()
+        answer = _via_proxy(settings, "POST", "/admin/query", args.sql.encode())
+        if answer is not None:
+            data = answer.data
+        else:
+            sink = _open_sink(settings)
             try:
                 data = sink.query_json(args.sql)
             finally:
@@ -119,6 +144,77 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+    return 0
+
+
+def _subject_direct(settings: Settings, args: argparse.Namespace, kind: str, value: str) -> bytes:
+    """Serve a subject request with the store opened here (no proxy running, or a remote store)."""
+    sink = _open_sink(settings)
+    try:
+        secret = load_or_create_secret(
+            settings.privacy.pseudonym_secret, settings.data_dir / "pseudonym_secret"
+        )
+        keys = SiteKeys(secret, {site: s.pseudonym_keys for site, s in settings.sites.items()})
+        service = SubjectService(keys, SubjectStore(sink), Suppressions(), settings.sites, lambda: True)
+        action = args.action
+        if action == "export":
+            result = service.export(args.site, kind, value, args.format, "admin-cli")
+            if args.format == "csv":
+                if result.note:
+                    print(result.note, file=sys.stderr)
+                return result.data
+            body = result_body(result)
+            body["events"] = [orjson.loads(line) for line in result.data.splitlines() if line]
+            return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+        if action == "delete":
+            result = service.delete(args.site, kind, value, "admin-cli")
+        else:
+            result = service.set_blocked(args.site, kind, value, action == "block", "admin-cli")
+        return orjson.dumps(result_body(result), option=orjson.OPT_INDENT_2) + b"\n"
+    finally:
+        sink.close()
+
+
+def cmd_subject(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_logging("warning")
+    kind, value = ("client_id", args.client_id) if args.client_id is not None else ("user_id", args.user_id)
+    body = orjson.dumps({"site": args.site, kind: value, "format": args.format})
+    try:
+        answer = _via_proxy(settings, "POST", f"/admin/subjects/{args.action}", body)
+        if answer is None:
+            data = _subject_direct(settings, args, kind, value)
+        elif args.action == "export" and args.format == "csv":
+            if "X-Beacon-Note" in answer.headers:
+                print(answer.headers["X-Beacon-Note"], file=sys.stderr)
+            data = answer.data
+        else:
+            data = orjson.dumps(orjson.loads(answer.data), option=orjson.OPT_INDENT_2) + b"\n"
+    except (SinkError, SubjectError) as exc:
+        print(f"subject {args.action} failed: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_logging("warning")
+    try:
+        answer = _via_proxy(settings, "GET", "/admin/inventory", None)
+        if answer is not None:
+            inventory = orjson.loads(answer.data)
+        else:
+            sink = _open_sink(settings)
+            try:
+                inventory = build_inventory(sink.columns(), settings.clickhouse)
+            finally:
+                sink.close()
+    except (SinkError, InventoryError) as exc:
+        print(f"inventory failed: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(orjson.dumps(inventory, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
@@ -151,7 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     query.set_defaults(func=cmd_query)
     cfg = sub.add_parser("config", help="print the effective settings (secrets hidden)")
     cfg.set_defaults(func=cmd_config)
-    for p in (serve, query, cfg):
+    subject = sub.add_parser("subject", help="data-subject requests: export, delete, block, unblock")
+    subject.add_argument("action", choices=["export", "delete", "block", "unblock"])
+    subject.add_argument("--site", required=True, help="site id")
+    who = subject.add_mutually_exclusive_group(required=True)
+    who.add_argument("--client-id", help="the client id as the site knows it")
+    who.add_argument("--user-id", help="the user id as the site knows it")
+    subject.add_argument("--format", choices=["json", "csv"], default="json", help="export format")
+    subject.set_defaults(func=cmd_subject)
+    inventory = sub.add_parser("inventory", help="print the data inventory (JSON) of every stored column")
+    inventory.set_defaults(func=cmd_inventory)
+    for p in (serve, query, cfg, subject, inventory):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -109,3 +110,40 @@ class Pseudonymizer:
     def __call__(self, site: str, kind: str, value: str) -> str:
         msg = f"{site}\x00{kind}\x00{value}".encode("utf-8", "surrogatepass")
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+
+
+class SiteKeys:
+    """Per-site pseudonym keys, and the key-independent subject id used by the suppression list.
+
+    A site's configured keys are tried in order: the first makes new pseudonyms, the others only find
+    rows written before a rotation. A site without configured keys gets one derived from the server
+    secret and its id, so sites never share pseudonyms.
+    """
+
+    def __init__(self, secret: bytes, configured: Mapping[str, Sequence[str]]) -> None:
+        if len(secret) < 16:
+            raise ValueError("pseudonym_secret must be at least 16 bytes")
+        self._secret = secret
+        self._sites: dict[str, list[Pseudonymizer]] = {
+            site: [Pseudonymizer(k.encode()) for k in keys] for site, keys in configured.items() if keys
+        }
+
+    def _keys(self, site: str) -> list[Pseudonymizer]:
+        keys = self._sites.get(site)
+        if keys is None:
+            derived = hmac.new(self._secret, b"site-key\x00" + site.encode(), hashlib.sha256).digest()
+            keys = self._sites[site] = [Pseudonymizer(derived)]
+        return keys
+
+    def pseudonym(self, site: str, kind: str, value: str) -> str:
+        """The pseudonym stored for new rows."""
+        return self._keys(site)[0](site, kind, value)
+
+    def pseudonyms(self, site: str, kind: str, value: str) -> list[str]:
+        """Every pseudonym the subject may have been stored under (current and rotated-out keys)."""
+        return [key(site, kind, value) for key in self._keys(site)]
+
+    def subject(self, site: str, kind: str, value: str) -> str:
+        """Stable across key rotation: identifies a blocked subject without storing the identifier."""
+        msg = f"subject\x00{site}\x00{kind}\x00{value}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:32]

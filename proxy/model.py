@@ -23,6 +23,10 @@ class DropReason(enum.StrEnum):
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # browser Origin not listed for the site
     BOT = "bot"  # crawler, automation or empty User-Agent
     NO_CONSENT = "no_consent"  # no analytics consent and the site keeps nothing anonymous
+    OPTED_OUT = "opted_out"  # the visitor's opt-out cookie
+    DO_NOT_TRACK = "do_not_track"  # DNT: 1, on a site that honours it
+    CHILDREN = "children"  # a children's audience, on a site that drops rather than aggregates
+    BLOCKED = "blocked"  # a blocked data subject, on a site that drops rather than anonymises
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,7 @@ class Beacon:
     referrer: str = ""
     title: str = ""
     props: dict[str, PropValue] = field(default_factory=dict)
-    consent: Consent = NO_CONSENT
+    consent: Consent | None = None  # None: the beacon carried no consent object
     client_id: str | None = None
     user_id: str | None = None
     session_id: str | None = None

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from proxy.model import NO_CONSENT, Beacon, Consent, PropValue
+from proxy.model import Beacon, Consent, PropValue
 
 EVENT_TYPES = frozenset({"pageview", "event"})
 CONSENT_KEYS = ("analytics", "preferences", "marketing", "precise_location")
@@ -114,9 +114,10 @@ def _identifier(doc: Mapping[str, Any], key: str) -> str | None:
     return value or None
 
 
-def _consent(value: Any) -> Consent:
+def _consent(value: Any) -> Consent | None:
+    """None when the beacon says nothing about consent (other sources then decide)."""
     if value is None:
-        return NO_CONSENT
+        return None
     if not isinstance(value, dict):
         raise EventError("field 'consent' must be an object of booleans")
     flags = []

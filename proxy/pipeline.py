@@ -18,13 +18,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from config.settings import Settings
 from proxy import clientip
+from proxy.consent import (
+    DENIED,
+    SILENT,
+    ConsentSignal,
+    TCFError,
+    combine,
+    decode_tcf_v2,
+    parse_json_cookie,
+    parse_kv_cookie,
+    tcf_to_signal,
+)
 from proxy.geo import UNKNOWN, GeoLookup, GeoResult
-from proxy.keys import DailySalt, Pseudonymizer, visitor_hash
+from proxy.keys import DailySalt, SiteKeys, visitor_hash
 from proxy.metrics import Metrics
-from proxy.model import Beacon, Consent, Dropped, DropReason, Event
+from proxy.model import NO_CONSENT, Beacon, Consent, Dropped, DropReason, Event
 from proxy.parse import EventError
 from proxy.scrub import (
     DEFAULT_CLICK_ID_PARAMS,
@@ -32,6 +44,7 @@ from proxy.scrub import (
     Scrubber,
 )
 from proxy.sites import Site, SiteRegistry
+from proxy.subjects import Suppressions
 from proxy.useragent import UserAgentInfo, parse_user_agent
 
 TIMING_SAMPLE = 16  # time one request in this many
@@ -47,6 +60,8 @@ class RequestInfo:
     origin: str | None = None
     accept_language: str = ""
     gpc: bool = False
+    dnt: bool = False
+    cookies: dict[str, str] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -72,6 +87,7 @@ class Draft:
     visit: Visit
     site: Site | None = None
     consent: Consent = field(default_factory=Consent)
+    aggregate_only: bool = False  # a children's audience: no identifiers, precise location or props
 
 
 @dataclass(slots=True)
@@ -89,8 +105,9 @@ class Services:
         settings: Settings,
         geo: GeoLookup,
         salt: DailySalt,
-        pseudonymize: Pseudonymizer,
+        keys: SiteKeys,
         metrics: Metrics,
+        suppressions: Suppressions | None = None,
     ) -> None:
         p = settings.privacy
         self.settings = settings
@@ -102,7 +119,9 @@ class Services:
         self.geo = geo
         self.with_city = settings.geoip.city
         self.salt = salt
-        self.pseudonymize = pseudonymize
+        self.keys = keys
+        self.suppressions = suppressions if suppressions is not None else Suppressions()
+        self.opt_out_cookie = settings.server.opt_out_cookie
         self.scrubber = Scrubber(
             p.query_allowlist,
             DEFAULT_PROP_KEY_DENYLIST if p.prop_key_denylist is None else p.prop_key_denylist,
@@ -114,6 +133,11 @@ class Services:
 
 
 # --- request steps -----------------------------------------------------------------------------------
+
+
+def drop_opted_out(v: Visit, s: Services) -> Visit | Dropped:
+    """The visitor's opt-out cookie (GET /v1/opt-out): nothing of theirs is processed further."""
+    return Dropped(DropReason.OPTED_OUT) if v.info.cookies.get(s.opt_out_cookie) == "1" else v
 
 
 def put_client_ip(v: Visit, s: Services) -> Visit | Dropped:
@@ -158,10 +182,12 @@ def forget_user_agent(v: Visit, s: Services) -> Visit | Dropped:
 
 
 # Order matters and is fixed here:
-# - the client IP first; bots are dropped before any lookup is spent on them;
+# - an opted-out visitor is dropped before anything about them is looked at;
+# - then the client IP; bots are dropped before any lookup is spent on them;
 # - geo lookup and visitor hash need the full IP, so they run before truncation;
 # - truncate_ip and forget_user_agent end the request phase: nothing after them sees the full IP or raw UA.
 REQUEST_STEPS: tuple[Callable[[Visit, Services], Visit | Dropped], ...] = (
+    drop_opted_out,
     put_client_ip,
     put_user_agent,
     drop_bot,
@@ -185,29 +211,102 @@ def drop_disallowed_origin(d: Draft, s: Services) -> Draft | Dropped:
     return d if d.site.allows_origin(d.visit.info.origin) else Dropped(DropReason.ORIGIN_NOT_ALLOWED)
 
 
+def drop_do_not_track(d: Draft, s: Services) -> Draft | Dropped:
+    assert d.site is not None
+    if d.visit.info.dnt and d.site.settings.honour_dnt:
+        return Dropped(DropReason.DO_NOT_TRACK)
+    return d
+
+
+def _cookie_signal(site: Site, cookies: dict[str, str]) -> ConsentSignal:
+    cfg = site.settings.consent_cookie
+    if cfg is None or cfg.name not in cookies:
+        return SILENT
+    value = cookies[cfg.name]
+    if cfg.format == "json":
+        signal = parse_json_cookie(value, cfg.keys)
+    elif cfg.format == "kv":
+        signal = parse_kv_cookie(value, cfg.keys)
+    else:
+        try:
+            signal = tcf_to_signal(decode_tcf_v2(value))
+        except TCFError:
+            signal = SILENT
+    # A consent cookie that is there but says nothing we can read refuses everything: otherwise a site
+    # whose defaults grant a category would take an unreadable cookie as consent.
+    return DENIED if signal == SILENT else signal
+
+
 def put_consent(d: Draft, s: Services) -> Draft | Dropped:
-    c = d.beacon.consent
+    """Beacon, consent cookie and site defaults; the most restrictive answer wins; GPC withdraws marketing."""
+    assert d.site is not None
+    sources = [_cookie_signal(d.site, d.visit.info.cookies)]
+    if d.beacon.consent is not None:
+        sources.append(ConsentSignal.from_consent(d.beacon.consent))
+    defaults = d.site.settings.consent_defaults
+    c = combine(sources, ConsentSignal(**defaults.model_dump()))
     if d.visit.info.gpc and c.marketing:  # Global Privacy Control withdraws marketing consent
         c = Consent(c.analytics, c.preferences, False, c.precise_location)
     d.consent = c
-    d.event.consent = c.categories()
+    return d
+
+
+def _url_path(url: str) -> str:
+    try:
+        return urlsplit(url).path.rstrip("/")
+    except ValueError:
+        return ""
+
+
+def put_audience(d: Draft, s: Services) -> Draft | Dropped:
+    """A children's audience (whole site or path prefixes) is stored aggregate-only, or dropped."""
+    assert d.site is not None
+    cfg = d.site.settings
+    children = cfg.children_audience
+    if not children and cfg.children_paths:
+        path = _url_path(d.beacon.url)
+        children = any(
+            path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in cfg.children_paths
+        )
+    if children:
+        if cfg.children_policy == "drop":
+            return Dropped(DropReason.CHILDREN)
+        d.aggregate_only = True
+        d.consent = NO_CONSENT  # no identifiers, no precise location, whatever was granted
     return d
 
 
 def drop_without_consent(d: Draft, s: Services) -> Draft | Dropped:
     assert d.site is not None
-    if d.site.drop_without_consent and not d.consent.analytics:
+    if d.site.drop_without_consent and not d.consent.analytics and not d.aggregate_only:
         return Dropped(DropReason.NO_CONSENT)
     return d
 
 
 def put_identifiers(d: Draft, s: Services) -> Draft | Dropped:
-    """Identifiers only with analytics consent, and then only as keyed pseudonyms."""
-    if d.consent.analytics:
-        b, e, site = d.beacon, d.event, d.beacon.site
-        e.client_id = s.pseudonymize(site, "client_id", b.client_id) if b.client_id else None
-        e.user_id = s.pseudonymize(site, "user_id", b.user_id) if b.user_id else None
-        e.session_id = s.pseudonymize(site, "session_id", b.session_id) if b.session_id else None
+    """Identifiers only with analytics consent, only as keyed pseudonyms, never for a blocked subject."""
+    if not d.consent.analytics:
+        return d
+    b, e, site = d.beacon, d.event, d.beacon.site
+    if s.suppressions:
+        for kind, value in (("client_id", b.client_id), ("user_id", b.user_id)):
+            if value and s.suppressions.is_blocked(site, kind, s.keys.subject(site, kind, value)):
+                assert d.site is not None
+                if d.site.settings.blocked_subjects == "drop":
+                    return Dropped(DropReason.BLOCKED)
+                # kept anonymous: no identifier (nor click id) of a blocked subject is stored
+                c = d.consent
+                d.consent = Consent(False, c.preferences, c.marketing, c.precise_location)
+                return d
+    e.client_id = s.keys.pseudonym(site, "client_id", b.client_id) if b.client_id else None
+    e.user_id = s.keys.pseudonym(site, "user_id", b.user_id) if b.user_id else None
+    e.session_id = s.keys.pseudonym(site, "session_id", b.session_id) if b.session_id else None
+    return d
+
+
+def put_consent_record(d: Draft, s: Services) -> Draft | Dropped:
+    """The row records the consent it was actually stored under (after GPC, audience and blocks)."""
+    d.event.consent = d.consent.categories()
     return d
 
 
@@ -233,7 +332,7 @@ def scrub_url(d: Draft, s: Services) -> Draft | Dropped:
         e.utm_content = params.get("utm_content", "")
     if scrubbed.click_ids and d.consent.marketing and d.consent.analytics:
         site = d.beacon.site
-        e.click_ids = {k: s.pseudonymize(site, k, v) for k, v in scrubbed.click_ids.items()}
+        e.click_ids = {k: s.keys.pseudonym(site, k, v) for k, v in scrubbed.click_ids.items()}
     return d
 
 
@@ -249,7 +348,7 @@ def scrub_text(d: Draft, s: Services) -> Draft | Dropped:
 
 
 def scrub_props(d: Draft, s: Services) -> Draft | Dropped:
-    d.event.props = s.scrubber.props(d.beacon.props) if d.beacon.props else {}
+    d.event.props = s.scrubber.props(d.beacon.props) if d.beacon.props and not d.aggregate_only else {}
     return d
 
 
@@ -300,14 +399,18 @@ def put_visit(d: Draft, s: Services) -> Draft | Dropped:
     return d
 
 
-# Order: the site and origin decide whether anything is kept; consent is settled before any identifier,
-# location or click id is copied; scrubbing happens on the way into the row, never after.
+# Order: the site, origin and DNT decide whether anything is kept; consent (sources, GPC, children's
+# audience) is settled before any identifier, location or click id is copied; a blocked subject's
+# identifiers never reach the row; scrubbing happens on the way into the row, never after.
 EVENT_STEPS: tuple[Callable[[Draft, Services], Draft | Dropped], ...] = (
     drop_unknown_site,
     drop_disallowed_origin,
+    drop_do_not_track,
     put_consent,
+    put_audience,
     drop_without_consent,
     put_identifiers,
+    put_consent_record,
     put_location,
     scrub_url,
     scrub_referrer,

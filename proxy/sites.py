@@ -15,6 +15,7 @@ class Site:
     origins: frozenset[str]
     wildcard_suffixes: tuple[tuple[str, str], ...]  # (scheme + "://", ".domain[:port]")
     drop_without_consent: bool
+    settings: SiteSettings
 
     @classmethod
     def from_settings(cls, site_id: str, s: SiteSettings) -> Site:
@@ -33,6 +34,7 @@ class Site:
             origins=frozenset(exact),
             wildcard_suffixes=tuple(wild),
             drop_without_consent=s.without_consent == "drop",
+            settings=s,
         )
 
     def allows_origin(self, origin: str | None) -> bool:

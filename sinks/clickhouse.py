@@ -18,7 +18,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from config.schema import PSEUDONYM_COLUMNS, days_ttl, ddl_statements, normalised_ttl
+from config.schema import PSEUDONYM_COLUMNS, TABLES, days_ttl, ddl_statements, normalised_ttl
 from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
@@ -182,6 +182,15 @@ class ClickHouseSink:
             # Query errors go back to the operator who wrote the SQL; they may quote the SQL, not row data.
             raise SinkError(str(exc).split("\n", 1)[0][:500]) from None
         return bytes(data)
+
+    def columns(self) -> list[tuple[str, str, str, str]]:
+        """(table, column, type, comment) of every table the proxy owns, in table order."""
+        result = self.client.query(
+            "SELECT table, name, type, comment FROM system.columns "
+            "WHERE database = {db:String} AND table IN {tables:Array(String)} ORDER BY table, position",
+            parameters={"db": self.database, "tables": list(TABLES)},
+        )
+        return [(str(t), str(n), str(ty), str(c)) for t, n, ty, c in result.result_rows]
 
     def healthy(self) -> bool:
         return self._healthy

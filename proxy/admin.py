@@ -1,0 +1,140 @@
+"""Authenticated admin endpoints: read-only SQL, stats, data-subject actions, the data inventory."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.http import HTTPError, error_response, json_response, read_body, read_json_object, require_admin
+from proxy.inventory import InventoryError, build_inventory
+from proxy.runtime import Runtime
+from proxy.subjects import SUBJECT_KINDS, SubjectError, SubjectResult
+from sinks.base import SinkError
+from sinks.clickhouse import ClickHouseSink
+
+MAX_QUERY_BYTES = 64 * 1024
+ACTORS = frozenset({"admin-http", "admin-cli"})
+
+
+def _clickhouse(rt: Runtime) -> ClickHouseSink:
+    if not isinstance(rt.sink, ClickHouseSink):
+        raise HTTPError(501, f"sink {rt.sink.name} cannot be queried")
+    return rt.sink
+
+
+async def admin_query(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    try:
+        require_admin(request, rt.admin_token)
+        sink = _clickhouse(rt)
+        sql = (await read_body(request, MAX_QUERY_BYTES)).decode("utf-8", "replace").strip()
+        if not sql:
+            raise HTTPError(400, "body must be the SQL to run")
+        try:
+            data = await anyio.to_thread.run_sync(sink.query_json, sql)
+        except SinkError as exc:
+            raise HTTPError(400, str(exc)) from None
+    except HTTPError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    return Response(data, media_type="application/x-ndjson")
+
+
+async def admin_stats(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    try:
+        require_admin(request, rt.admin_token)
+    except HTTPError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    stats = rt.metrics.snapshot()
+    stats["batches"] = vars(rt.batcher.stats)
+    stats["pending_rows"] = rt.batcher.pending
+    stats["blocked_subjects"] = len(rt.suppressions)
+    return json_response(200, stats)
+
+
+def result_body(result: SubjectResult) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "action": result.action,
+        "site": result.site,
+        "kind": result.kind,
+        "pseudonym": result.pseudonym,
+        "rows": result.rows,
+    }
+    if result.note:
+        body["note"] = result.note
+    return body
+
+
+def subject_of(doc: dict[str, Any]) -> tuple[str, str, str]:
+    """``{"site": …, "client_id": …}`` or ``{"site": …, "user_id": …}`` -> (site, kind, identifier)."""
+    site = doc.get("site")
+    if not isinstance(site, str) or not site:
+        raise HTTPError(400, "field 'site' is required")
+    given = [k for k in SUBJECT_KINDS if doc.get(k) is not None]
+    if len(given) != 1:
+        raise HTTPError(400, "give exactly one of 'client_id' or 'user_id'")
+    value = doc[given[0]]
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise HTTPError(400, f"field '{given[0]}' must be a non-empty string of at most 256 characters")
+    return site, given[0], value
+
+
+async def admin_subject(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    action = request.path_params["action"]
+    try:
+        require_admin(request, rt.admin_token)
+        if rt.subjects is None:
+            raise HTTPError(501, f"sink {rt.sink.name} keeps no subject data")
+        service = rt.subjects
+        doc = await read_json_object(request, 4096)
+        site, kind, value = subject_of(doc)
+        actor = request.headers.get("x-beacon-actor", "admin-http")
+        actor = actor if actor in ACTORS else "admin-http"
+        fmt: Literal["json", "csv"] = "csv" if doc.get("format") == "csv" else "json"
+        try:
+            if action == "export":
+                result = await anyio.to_thread.run_sync(service.export, site, kind, value, fmt, actor)
+            elif action == "delete":
+                result = await anyio.to_thread.run_sync(service.delete, site, kind, value, actor)
+            elif action in ("block", "unblock"):
+                blocked = action == "block"
+                result = await anyio.to_thread.run_sync(
+                    service.set_blocked, site, kind, value, blocked, actor
+                )
+            else:
+                raise HTTPError(404, "action must be export, delete, block or unblock")
+        except SubjectError as exc:
+            raise HTTPError(400, str(exc)) from None
+        except SinkError as exc:
+            raise HTTPError(503, str(exc), {"Retry-After": "5"}) from None
+    except HTTPError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    if action == "export" and fmt == "csv":
+        headers = {"X-Beacon-Rows": str(result.rows), "X-Beacon-Pseudonym": result.pseudonym}
+        if result.note:
+            headers["X-Beacon-Note"] = result.note
+        return Response(result.data, media_type="text/csv", headers=headers)
+    body = result_body(result)
+    if action == "export":
+        body["events"] = [orjson.loads(line) for line in result.data.splitlines() if line]
+    return json_response(200, body)
+
+
+async def admin_inventory(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    try:
+        require_admin(request, rt.admin_token)
+        sink = _clickhouse(rt)
+        try:
+            columns = await anyio.to_thread.run_sync(sink.columns)
+            inventory = build_inventory(columns, rt.settings.clickhouse)
+        except (SinkError, InventoryError) as exc:
+            raise HTTPError(500, str(exc)) from None
+    except HTTPError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    return json_response(200, inventory)

@@ -1,0 +1,68 @@
+"""HTTP helpers shared by the route modules: JSON answers, errors, bounded bodies, admin auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+class HTTPError(Exception):
+    """An answer other than success; ``message`` goes to the client, so it never quotes request data."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"error": message}, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header or bytes read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, "invalid Content-Length")
+        if int(declared) > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(await read_body(request, limit))
+    except orjson.JSONDecodeError:
+        raise HTTPError(400, "body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise HTTPError(400, "body must be a JSON object")
+    return doc
+
+
+def require_admin(request: Request, token: bytes) -> None:
+    """Bearer token, compared in constant time: 401 without one, 403 with a wrong one."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, given = auth.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPError(
+            401, "admin endpoints need 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"}
+        )
+    if not hmac.compare_digest(given.strip().encode(), token):
+        raise HTTPError(403, "invalid admin token")

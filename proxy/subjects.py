@@ -1,0 +1,121 @@
+"""Data-subject rights: the in-memory suppression list the pipeline consults.
+
+A subject is ``(site, kind, identifier)`` as the site knows it; the list holds only the key-independent
+HMAC from :meth:`proxy.keys.SiteKeys.subject`, never the identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.keys import SiteKeys
+from sinks.subject_store import Kind, SubjectStore
+
+SUBJECT_KINDS = ("client_id", "user_id")
+
+
+class Suppressions:
+    """Blocked subjects, loaded from the store at start-up and updated by the subject actions."""
+
+    def __init__(self, blocked: Iterable[tuple[str, str, str]] = ()) -> None:
+        self._blocked: set[tuple[str, str, str]] = set(blocked)
+
+    def replace(self, blocked: Iterable[tuple[str, str, str]]) -> None:
+        self._blocked = set(blocked)
+
+    def block(self, site: str, kind: str, subject: str) -> None:
+        self._blocked.add((site, kind, subject))
+
+    def unblock(self, site: str, kind: str, subject: str) -> None:
+        self._blocked.discard((site, kind, subject))
+
+    def is_blocked(self, site: str, kind: str, subject: str) -> bool:
+        return (site, kind, subject) in self._blocked
+
+    def __len__(self) -> int:
+        return len(self._blocked)
+
+
+class SubjectError(ValueError):
+    """A subject request that cannot be served (unknown site, bad kind, empty identifier)."""
+
+
+NOTHING_LINKABLE = (
+    "No stored row is linked to this identifier. Events stored without analytics consent carry no "
+    "identifier, and the cookieless visitor hash uses a daily salt that is destroyed the next day, so "
+    "they cannot be linked to a person."
+)
+
+
+@dataclass(frozen=True)
+class SubjectResult:
+    action: str
+    site: str
+    kind: str
+    pseudonym: str  # under the site's current key; never the identifier
+    rows: int
+    data: bytes = b""
+    note: str = ""
+
+
+class SubjectService:
+    """Export, delete, block, unblock and visitor withdrawal; each one audited by pseudonym."""
+
+    def __init__(
+        self,
+        keys: SiteKeys,
+        store: SubjectStore,
+        suppressions: Suppressions,
+        sites: Container[str],
+        flush: Callable[[], bool],
+    ) -> None:
+        self.keys = keys
+        self.store = store
+        self.suppressions = suppressions
+        self.sites = sites
+        self.flush = flush  # rows still waiting in the batcher must be stored before we look
+
+    def _check(self, site: str, kind: str, value: str) -> Kind:
+        if site not in self.sites:
+            raise SubjectError(f"unknown site {site!r}")
+        if kind not in SUBJECT_KINDS:
+            raise SubjectError(f"kind must be one of {', '.join(SUBJECT_KINDS)}")
+        if not value:
+            raise SubjectError("the identifier is empty")
+        if not self.flush():
+            raise SubjectError("pending events could not be written; retry shortly")
+        return kind  # type: ignore[return-value]
+
+    def export(
+        self, site: str, kind: str, value: str, fmt: Literal["json", "csv"], actor: str
+    ) -> SubjectResult:
+        k = self._check(site, kind, value)
+        pseudonyms = self.keys.pseudonyms(site, k, value)
+        rows = self.store.count(site, k, pseudonyms)
+        data = self.store.export(site, k, pseudonyms, fmt)
+        current = pseudonyms[0]
+        self.store.audit("export", site, k, current, rows, actor)
+        return SubjectResult("export", site, k, current, rows, data, "" if rows else NOTHING_LINKABLE)
+
+    def delete(self, site: str, kind: str, value: str, actor: str, action: str = "delete") -> SubjectResult:
+        k = self._check(site, kind, value)
+        pseudonyms = self.keys.pseudonyms(site, k, value)
+        rows = self.store.delete(site, k, pseudonyms)
+        self.store.audit(action, site, k, pseudonyms[0], rows, actor)
+        return SubjectResult(action, site, k, pseudonyms[0], rows, note="" if rows else NOTHING_LINKABLE)
+
+    def withdraw(self, site: str, client_id: str) -> SubjectResult:
+        """The visitor's own browser withdraws consent: its pseudonymous data is deleted."""
+        return self.delete(site, "client_id", client_id, actor="visitor", action="withdraw")
+
+    def set_blocked(self, site: str, kind: str, value: str, blocked: bool, actor: str) -> SubjectResult:
+        k = self._check(site, kind, value)
+        subject = self.keys.subject(site, k, value)
+        self.store.set_blocked(site, k, subject, blocked)
+        (self.suppressions.block if blocked else self.suppressions.unblock)(site, k, subject)
+        action = "block" if blocked else "unblock"
+        pseudonym = self.keys.pseudonym(site, k, value)
+        self.store.audit(action, site, k, pseudonym, 0, actor)
+        return SubjectResult(action, site, k, pseudonym, 0)
