@@ -243,8 +243,7 @@ def put_consent(d: Draft, s: Services) -> Draft | Dropped:
     sources = [_cookie_signal(d.site, d.visit.info.cookies)]
     if d.beacon.consent is not None:
         sources.append(ConsentSignal.from_consent(d.beacon.consent))
-    defaults = d.site.settings.consent_defaults
-    c = combine(sources, ConsentSignal(**defaults.model_dump()))
+    c = combine(sources, d.site.consent_defaults)
     if d.visit.info.gpc and c.marketing:  # Global Privacy Control withdraws marketing consent
         c = Consent(c.analytics, c.preferences, False, c.precise_location)
     d.consent = c
@@ -262,12 +261,9 @@ def put_audience(d: Draft, s: Services) -> Draft | Dropped:
     """A children's audience (whole site or path prefixes) is stored aggregate-only, or dropped."""
     assert d.site is not None
     cfg = d.site.settings
-    children = cfg.children_audience
-    if not children and cfg.children_paths:
-        path = _url_path(d.beacon.url)
-        children = any(
-            path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in cfg.children_paths
-        )
+    children = cfg.children_audience or (
+        bool(d.site.children_prefixes) and d.site.is_children_path(_url_path(d.beacon.url))
+    )
     if children:
         if cfg.children_policy == "drop":
             return Dropped(DropReason.CHILDREN)

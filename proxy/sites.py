@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from config.settings import SiteSettings
+from proxy.consent import ConsentSignal
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,8 @@ class Site:
     wildcard_suffixes: tuple[tuple[str, str], ...]  # (scheme + "://", ".domain[:port]")
     drop_without_consent: bool
     settings: SiteSettings
+    consent_defaults: ConsentSignal
+    children_prefixes: tuple[str, ...]  # without trailing "/"
 
     @classmethod
     def from_settings(cls, site_id: str, s: SiteSettings) -> Site:
@@ -35,7 +38,13 @@ class Site:
             wildcard_suffixes=tuple(wild),
             drop_without_consent=s.without_consent == "drop",
             settings=s,
+            consent_defaults=ConsentSignal(**s.consent_defaults.model_dump()),
+            children_prefixes=tuple(p.rstrip("/") for p in s.children_paths),
         )
+
+    def is_children_path(self, path: str) -> bool:
+        """``path`` (without trailing "/") is one of the children's prefixes or below one."""
+        return any(path == p or path.startswith(p + "/") for p in self.children_prefixes)
 
     def allows_origin(self, origin: str | None) -> bool:
         """Browsers send Origin on cross-site POSTs; requests without one (servers, pixels) are allowed."""
