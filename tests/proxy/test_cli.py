@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from proxy.cli import main
+from proxy.subjects import NOTHING_LINKABLE
 from tests.conftest import CHROME_UA
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,3 +176,177 @@ def test_config_command_hides_secrets(
     data = orjson.loads(out)
     assert data["privacy"]["pseudonym_secret"] == "***"
     assert data["clickhouse"]["dsn"] == f"chdb://{tmp_path}/clickhouse"
+
+
+# --- data-subject requests and the inventory from the command line -------------------------------------
+
+RAW_X = "cid-RAW-cli-X-6b1d"
+RAW_Y = "cid-RAW-cli-Y-2c9e"
+RAW_Z = "cid-RAW-cli-Z-8f07"
+
+
+def consented(path: str, client_id: str) -> dict[str, object]:
+    return {
+        "site": "demo",
+        "url": f"https://example.com{path}",
+        "client_id": client_id,
+        "consent": {"analytics": True},
+    }
+
+
+def cli_json(*args: str, env: dict[str, str]) -> dict[str, object]:
+    result = cli(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, object] = orjson.loads(result.stdout)
+    return doc
+
+
+def query_rows(sql: str, env: dict[str, str], want: int, timeout: float = 30) -> list[dict[str, object]]:
+    """`beaconproxy query`, repeated until ``want`` rows are visible (rows land in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = cli("query", sql, env=env)
+        assert result.returncode == 0, result.stderr
+        rows = [orjson.loads(line) for line in result.stdout.splitlines() if line]
+        if len(rows) >= want:
+            return rows
+        assert time.monotonic() < deadline, f"only {len(rows)} of {want} rows became visible"
+        time.sleep(0.2)
+
+
+def stop(server: subprocess.Popen[str], env: dict[str, str]) -> str:
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) in (0, -signal.SIGTERM)
+    assert not (Path(env["BEACONPROXY_DATA_DIR"]) / "run" / "proxy.json").exists()
+    return server.stdout.read() if server.stdout else ""
+
+
+def test_subject_requests_go_through_the_running_proxy_then_open_the_store(
+    server: subprocess.Popen[str], env: dict[str, str]
+) -> None:
+    port = env["BEACONPROXY_PORT"]
+    for body in (consented("/x", RAW_X), consented("/y", RAW_Y)):
+        assert post_event(port, body, "203.0.113.77") == 202
+
+    # the service stores what is still batched before it looks, so no waiting here
+    exported = cli_json("subject", "export", "--site", "demo", "--client-id", RAW_X, env=env)
+    assert (exported["action"], exported["kind"], exported["rows"]) == ("export", "client_id", 1)
+    [event] = exported["events"]  # type: ignore[misc]
+    assert event["url"] == "https://example.com/x"
+    assert event["client_id"] == exported["pseudonym"]
+    as_csv = cli("subject", "export", "--site", "demo", "--client-id", RAW_X, "--format", "csv", env=env)
+    assert as_csv.returncode == 0, as_csv.stderr
+    header, row = as_csv.stdout.strip().splitlines()
+    assert "client_id" in header and "https://example.com/x" in row
+    for text in (orjson.dumps(exported).decode(), as_csv.stdout):
+        assert RAW_X not in text
+
+    # a block through the proxy reaches its in-memory suppression list at once
+    blocked = cli_json("subject", "block", "--site", "demo", "--client-id", RAW_Z, env=env)
+    assert (blocked["action"], blocked["rows"]) == ("block", 0)
+    assert post_event(port, consented("/z", RAW_Z), "203.0.113.77") == 202
+    [z_row] = query_rows("SELECT client_id, consent FROM events WHERE url LIKE '%/z'", env, 1)
+    assert z_row == {"client_id": None, "consent": []}
+
+    deleted = cli_json("subject", "delete", "--site", "demo", "--client-id", RAW_X, env=env)
+    assert (deleted["action"], deleted["rows"]) == ("delete", 1)
+    gone = cli_json("subject", "export", "--site", "demo", "--client-id", RAW_X, env=env)
+    assert (gone["rows"], gone["events"]) == (0, [])
+    assert gone["note"] == NOTHING_LINKABLE
+
+    log = stop(server, env)
+    assert RAW_X not in log and RAW_Z not in log
+
+    # stopped: the command opens the embedded store itself
+    direct = cli_json("subject", "export", "--site", "demo", "--client-id", RAW_X, env=env)
+    assert direct["rows"] == 0
+    assert direct["note"] == gone["note"]
+    assert direct["pseudonym"] == exported["pseudonym"]
+    still = cli_json("subject", "export", "--site", "demo", "--client-id", RAW_Y, env=env)
+    assert [e["url"] for e in still["events"]] == ["https://example.com/y"]  # type: ignore[attr-defined]
+    csv_note = cli("subject", "export", "--site", "demo", "--client-id", RAW_X, "--format", "csv", env=env)
+    assert csv_note.returncode == 0
+    assert direct["note"] in csv_note.stderr
+
+    audit = query_rows("SELECT action, kind, rows, actor FROM audit_log ORDER BY time", env, 8)
+    assert [(a["action"], a["kind"], a["rows"], a["actor"]) for a in audit] == [
+        ("export", "client_id", 1, "admin-cli"),  # through the proxy
+        ("export", "client_id", 1, "admin-cli"),
+        ("block", "client_id", 0, "admin-cli"),
+        ("delete", "client_id", 1, "admin-cli"),
+        ("export", "client_id", 0, "admin-cli"),
+        ("export", "client_id", 0, "admin-cli"),  # directly on the store
+        ("export", "client_id", 1, "admin-cli"),
+        ("export", "client_id", 0, "admin-cli"),
+    ]
+    every_table = " UNION ALL ".join(
+        f"SELECT toString(tuple(*)) AS row FROM {t}" for t in ("audit_log", "suppressions", "events")
+    )
+    everything = query_rows(every_table, env, 8 + 1 + 2)
+    assert len(everything) == 8 + 1 + 2  # audit rows, one block, the rows of Y and Z
+    for raw in (RAW_X, RAW_Y, RAW_Z):
+        assert raw not in str(everything)
+
+    unknown = cli("subject", "export", "--site", "nope", "--client-id", RAW_X, env=env)
+    assert unknown.returncode == 1
+    assert "unknown site" in unknown.stderr and RAW_X not in unknown.stderr
+
+
+def test_subject_command_needs_exactly_one_identifier(env: dict[str, str]) -> None:
+    neither = cli("subject", "export", "--site", "demo", env=env)
+    assert neither.returncode == 2
+    both = cli("subject", "delete", "--site", "demo", "--client-id", "a", "--user-id", "b", env=env)
+    assert both.returncode == 2
+
+
+def test_inventory_while_running_and_stopped(server: subprocess.Popen[str], env: dict[str, str]) -> None:
+    running = cli("inventory", env=env)
+    assert running.returncode == 0, running.stderr
+    inventory = orjson.loads(running.stdout)
+    assert set(inventory["tables"]) == {"events", "events_daily", "audit_log", "suppressions"}
+    assert inventory["tables"]["events"]["client_id"]["consent"] == ["analytics"]
+    assert inventory["tables"]["events"]["client_id"]["retention_days"] == 90
+    stop(server, env)
+    stopped = cli("inventory", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert orjson.loads(stopped.stdout) == inventory
+
+
+def test_a_cli_block_on_a_remote_store_reaches_the_running_proxy(tmp_path: Path, env: dict[str, str]) -> None:
+    from tests.support.ch_http import clickhouse_http_server
+
+    with clickhouse_http_server(tmp_path / "remote") as dsn:
+        remote = {
+            **env,
+            "BEACONPROXY_CLICKHOUSE__DSN": dsn,
+            "BEACONPROXY_SERVER__SUPPRESSION_RELOAD_SECONDS": "0.1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve"],
+            cwd=REPO,
+            env=remote,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port = remote["BEACONPROXY_PORT"]
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, "server exited"
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "server did not become healthy"
+                time.sleep(0.1)
+            blocked = cli_json("subject", "block", "--site", "demo", "--client-id", RAW_X, env=remote)
+            assert blocked["action"] == "block"
+            time.sleep(1)  # the running proxy re-reads the suppression list every 0.1 s here
+            assert post_event(port, consented("/after-block", RAW_X), "203.0.113.77") == 202
+            [row] = query_rows("SELECT client_id FROM events", remote, 1)
+            assert row["client_id"] is None
+        finally:
+            proc.terminate()
+            proc.wait(30)
