@@ -51,6 +51,9 @@ class ServerSettings(_Section):
     opt_out_cookie: str = Field("bp_optout", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     cookie_domain: str = ""
     cookie_secure: bool = True
+    # How often the suppression list is re-read from the store, so that blocks made through another
+    # proxy (or by the CLI on a remote store) apply here too. A block made here applies at once.
+    suppression_reload_seconds: float = Field(5.0, gt=0, le=3600)
 
 
 class PrivacySettings(_Section):

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from proxy.http import HTTPError, error_response, json_response, read_body, read_json_object, require_admin
 from proxy.inventory import InventoryError, build_inventory
 from proxy.runtime import Runtime
-from proxy.subjects import SUBJECT_KINDS, SubjectError, SubjectResult
+from proxy.subjects import SUBJECT_KINDS, SubjectError, SubjectResult, SubjectUnavailable
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
 
@@ -78,6 +78,8 @@ def subject_of(doc: dict[str, Any]) -> tuple[str, str, str]:
     if len(given) != 1:
         raise HTTPError(400, "give exactly one of 'client_id' or 'user_id'")
     value = doc[given[0]]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # beacons accept numeric ids and store them as their decimal string
     if not isinstance(value, str) or not value or len(value) > 256:
         raise HTTPError(400, f"field '{given[0]}' must be a non-empty string of at most 256 characters")
     return site, given[0], value
@@ -95,7 +97,10 @@ async def admin_subject(request: Request) -> Response:
         site, kind, value = subject_of(doc)
         actor = request.headers.get("x-beacon-actor", "admin-http")
         actor = actor if actor in ACTORS else "admin-http"
-        fmt: Literal["json", "csv"] = "csv" if doc.get("format") == "csv" else "json"
+        requested = doc.get("format", "json")
+        if requested not in ("json", "csv"):
+            raise HTTPError(400, "field 'format' must be 'json' or 'csv'")
+        fmt: Literal["json", "csv"] = "csv" if requested == "csv" else "json"
         try:
             if action == "export":
                 result = await anyio.to_thread.run_sync(service.export, site, kind, value, fmt, actor)
@@ -110,7 +115,7 @@ async def admin_subject(request: Request) -> Response:
                 raise HTTPError(404, "action must be export, delete, block or unblock")
         except SubjectError as exc:
             raise HTTPError(400, str(exc)) from None
-        except SinkError as exc:
+        except (SubjectUnavailable, SinkError) as exc:
             raise HTTPError(503, str(exc), {"Retry-After": "5"}) from None
     except HTTPError as exc:
         return error_response(exc.status, exc.message, exc.headers)

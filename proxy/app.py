@@ -31,7 +31,7 @@ from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime, build_runtime
 from proxy.subjects import SubjectService
 from proxy.visitor import consent_withdraw, credentialed_cors, gpc_json, opt_in, opt_out
-from sinks.base import Sink
+from sinks.base import Sink, SinkError
 from sinks.batcher import Backpressure
 
 log = logging.getLogger("beaconproxy")
@@ -176,11 +176,20 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
-async def load_suppressions(subjects: SubjectService | None) -> None:
-    if subjects is not None:
-        blocked = await anyio.to_thread.run_sync(subjects.store.blocked)
-        subjects.suppressions.replace(blocked)
-        log.info("suppression list: %d blocked subjects", len(blocked))
+async def load_suppressions(subjects: SubjectService) -> None:
+    blocked = await anyio.to_thread.run_sync(subjects.store.blocked)
+    subjects.suppressions.replace(blocked)
+
+
+async def reload_suppressions(subjects: SubjectService, every: float) -> None:
+    """Blocks made through another proxy on the same store, or by the CLI on a remote store, reach
+    this one within ``every`` seconds (a block made here applies at once)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await load_suppressions(subjects)
+        except SinkError as exc:
+            log.warning("suppression list not reloaded: %s", exc)
 
 
 def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup | None = None) -> Starlette:
@@ -189,7 +198,12 @@ def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup |
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(rt.sink.start)
-        await load_suppressions(rt.subjects)
+        tasks: list[asyncio.Task[None]] = []
+        if rt.subjects is not None:
+            await load_suppressions(rt.subjects)
+            log.info("suppression list: %d blocked subjects", len(rt.suppressions))
+            every = settings.server.suppression_reload_seconds
+            tasks.append(asyncio.create_task(reload_suppressions(rt.subjects, every)))
         rt.batcher.start()
         rt.salt.purge()
         for line in rt.geo.describe() or ["none: country and region stay empty"]:
@@ -201,11 +215,12 @@ def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup |
                 await asyncio.sleep(SALT_PURGE_SECONDS)
                 rt.salt.purge()
 
-        purger = asyncio.create_task(purge_salts())
+        tasks.append(asyncio.create_task(purge_salts()))
         try:
             yield
         finally:
-            purger.cancel()
+            for task in tasks:
+                task.cancel()
             runfile.remove(settings, os.getpid())
             await anyio.to_thread.run_sync(rt.batcher.close)
             await anyio.to_thread.run_sync(rt.sink.close)

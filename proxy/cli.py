@@ -22,7 +22,7 @@ from proxy import runfile
 from proxy.admin import result_body
 from proxy.inventory import InventoryError, build_inventory
 from proxy.keys import SiteKeys, load_or_create_secret
-from proxy.subjects import SubjectError, SubjectService, Suppressions
+from proxy.subjects import SubjectError, SubjectService, SubjectUnavailable, Suppressions
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
 from sinks.subject_store import SubjectStore
@@ -190,7 +190,7 @@ def cmd_subject(args: argparse.Namespace) -> int:
             data = answer.data
         else:
             data = orjson.dumps(orjson.loads(answer.data), option=orjson.OPT_INDENT_2) + b"\n"
-    except (SinkError, SubjectError) as exc:
+    except (SinkError, SubjectError, SubjectUnavailable) as exc:
         print(f"subject {args.action} failed: {exc}", file=sys.stderr)
         return 1
     sys.stdout.buffer.write(data)

@@ -290,9 +290,9 @@ def put_identifiers(d: Draft, s: Services) -> Draft | Dropped:
                 assert d.site is not None
                 if d.site.settings.blocked_subjects == "drop":
                     return Dropped(DropReason.BLOCKED)
-                # kept anonymous: no identifier (nor click id) of a blocked subject is stored
-                c = d.consent
-                d.consent = Consent(False, c.preferences, c.marketing, c.precise_location)
+                # kept anonymous: nothing that identifies a blocked subject (ids, click ids, precise
+                # location) is stored, whatever was granted
+                d.consent = NO_CONSENT
                 return d
     e.client_id = s.keys.pseudonym(site, "client_id", b.client_id) if b.client_id else None
     e.user_id = s.keys.pseudonym(site, "user_id", b.user_id) if b.user_id else None

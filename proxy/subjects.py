@@ -42,6 +42,10 @@ class SubjectError(ValueError):
     """A subject request that cannot be served (unknown site, bad kind, empty identifier)."""
 
 
+class SubjectUnavailable(RuntimeError):
+    """The request is fine but cannot be served now (pending events not yet stored): retry later."""
+
+
 NOTHING_LINKABLE = (
     "No stored row is linked to this identifier. Events stored without analytics consent carry no "
     "identifier, and the cookieless visitor hash uses a daily salt that is destroyed the next day, so "
@@ -85,7 +89,7 @@ class SubjectService:
         if not value:
             raise SubjectError("the identifier is empty")
         if not self.flush():
-            raise SubjectError("pending events could not be written; retry shortly")
+            raise SubjectUnavailable("pending events could not be written yet; retry shortly")
         return kind  # type: ignore[return-value]
 
     def export(
@@ -113,8 +117,12 @@ class SubjectService:
     def set_blocked(self, site: str, kind: str, value: str, blocked: bool, actor: str) -> SubjectResult:
         k = self._check(site, kind, value)
         subject = self.keys.subject(site, k, value)
-        self.store.set_blocked(site, k, subject, blocked)
-        (self.suppressions.block if blocked else self.suppressions.unblock)(site, k, subject)
+        if blocked:
+            self.store.block(site, k, subject)
+            self.suppressions.block(site, k, subject)
+        else:
+            self.store.unblock(site, k, subject)
+            self.suppressions.unblock(site, k, subject)
         action = "block" if blocked else "unblock"
         pseudonym = self.keys.pseudonym(site, k, value)
         self.store.audit(action, site, k, pseudonym, 0, actor)

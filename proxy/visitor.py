@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from proxy.http import HTTPError, error_response, json_response, read_json_object
 from proxy.runtime import Runtime
-from proxy.subjects import SubjectError
+from proxy.subjects import SubjectError, SubjectUnavailable
 from sinks.base import SinkError
 
 OPT_OUT_MAX_AGE = 2 * 365 * 24 * 3600
@@ -52,6 +52,11 @@ async def opt_out(request: Request) -> Response:
 
 async def opt_in(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
+    # Re-enabling collection must come from the visitor, not from a link on another site.
+    origin = request.headers.get("origin")
+    cross_site = request.headers.get("sec-fetch-site") == "cross-site"
+    if cross_site and not (origin and rt.pipeline.services.sites.any_allows_origin(origin)):
+        return error_response(403, "opt-in must come from a page of a configured site", {"Vary": "Origin"})
     headers = {
         **credentialed_cors(request, rt),
         "Set-Cookie": _cookie(rt, "", 0),
@@ -67,10 +72,12 @@ async def gpc_json(request: Request) -> Response:
 async def consent_withdraw(request: Request) -> Response:
     """``{"site": …, "client_id": …}`` from the visitor's browser: delete its pseudonymous data."""
     rt: Runtime = request.app.state.rt
-    headers = credentialed_cors(request, rt)
+    headers = {"Vary": "Origin"}
     try:
         doc = await read_json_object(request, 4096)
         site, client_id = doc.get("site"), doc.get("client_id")
+        if isinstance(client_id, int) and not isinstance(client_id, bool):
+            client_id = str(client_id)
         if (
             not isinstance(site, str)
             or not isinstance(client_id, str)
@@ -81,6 +88,7 @@ async def consent_withdraw(request: Request) -> Response:
         entry = rt.pipeline.services.sites.get(site)
         if entry is None:
             raise HTTPError(404, "unknown site")
+        headers = credentialed_cors(request, rt, site)
         if not entry.allows_origin(request.headers.get("origin")):
             raise HTTPError(403, "origin not allowed for this site")
         if rt.subjects is None:
@@ -89,7 +97,7 @@ async def consent_withdraw(request: Request) -> Response:
             result = await anyio.to_thread.run_sync(rt.subjects.withdraw, site, client_id)
         except SubjectError as exc:
             raise HTTPError(400, str(exc)) from None
-        except SinkError:
+        except (SubjectUnavailable, SinkError):
             raise HTTPError(
                 503, "could not complete the withdrawal; retry shortly", {"Retry-After": "5"}
             ) from None

@@ -83,15 +83,24 @@ class SubjectStore:
         except ClickHouseError as exc:
             raise SinkError(f"audit write failed: {safe_error(exc)}") from None
 
-    def set_blocked(self, site: str, kind: Kind, subject: str, blocked: bool) -> None:
+    def block(self, site: str, kind: Kind, subject: str) -> None:
         try:
             self.sink.client.insert(
                 f"{self.db}.suppressions",
-                [[site, kind, subject, int(blocked), datetime.now(UTC)]],
+                [[site, kind, subject, 1, datetime.now(UTC)]],
                 column_names=["site", "kind", "subject", "blocked", "updated"],
             )
         except ClickHouseError as exc:
             raise SinkError(f"suppression write failed: {safe_error(exc)}") from None
+
+    def unblock(self, site: str, kind: Kind, subject: str) -> None:
+        """Forget the subject entirely: an unblocked subject leaves no trace in the list."""
+        self._command(
+            f"ALTER TABLE {self.db}.suppressions DELETE "
+            "WHERE site = {site:String} AND kind = {kind:String} AND subject = {subject:String}",
+            {"site": site, "kind": kind, "subject": subject},
+            settings={"mutations_sync": 2},
+        )
 
     def blocked(self) -> list[tuple[str, str, str]]:
         """Every currently blocked (site, kind, subject): the latest row per subject wins."""
