@@ -113,12 +113,27 @@ class ClickhouseSettings(_Section):
         return data
 
 
+class SpoolSettings(_Section):
+    """Accepted events are written here before the 202; the shipper drains it into ClickHouse."""
+
+    # always: fsync (group commit) before answering, survives power loss. interval: answer after the
+    # write, fsync every fsync_interval seconds: a process crash loses nothing, a power loss can lose
+    # that interval. never: benchmarks only.
+    fsync: Literal["always", "interval", "never"] = "always"
+    fsync_interval: float = Field(0.2, gt=0, le=60)
+    # At this size the proxy answers 503 with Retry-After instead of accepting more.
+    max_bytes: int = Field(1024 * 1024 * 1024, ge=64 * 1024)
+
+
 class BatchSettings(_Section):
+    """How accepted events are grouped: a spool segment is sealed (and becomes one batch for the sink)
+    at max_bytes or max_age_seconds after its first event; inserts carry at most max_rows rows."""
+
     max_rows: int = Field(10_000, ge=1)
     max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_age_seconds: float = Field(1.0, gt=0, le=3600)
-    # Rows waiting in memory beyond this answer 503 until the sink catches up.
-    max_pending_rows: int = Field(200_000, ge=1)
+    # On SIGTERM: time to ship what is spooled before exiting; the rest stays for the next start.
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
 
 
 class ConsentCookieSettings(_Section):
@@ -207,6 +222,7 @@ class Settings(_Section):
     geoip: GeoipSettings = GeoipSettings()
     clickhouse: ClickhouseSettings = ClickhouseSettings()
     batch: BatchSettings = BatchSettings()
+    spool: SpoolSettings = SpoolSettings()
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -50,8 +50,7 @@ async def admin_stats(request: Request) -> Response:
     except HTTPError as exc:
         return error_response(exc.status, exc.message, exc.headers)
     stats = rt.metrics.snapshot()
-    stats["batches"] = vars(rt.batcher.stats)
-    stats["pending_rows"] = rt.batcher.pending
+    stats.update(rt.stats())
     stats["blocked_subjects"] = len(rt.suppressions)
     return json_response(200, stats)
 

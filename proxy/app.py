@@ -32,7 +32,8 @@ from proxy.runtime import Runtime, build_runtime
 from proxy.subjects import SubjectService
 from proxy.visitor import consent_withdraw, credentialed_cors, gpc_json, opt_in, opt_out
 from sinks.base import Sink, SinkError
-from sinks.batcher import Backpressure
+from sinks.codec import encode_event
+from sinks.spool import SpoolError, SpoolFull
 
 log = logging.getLogger("beaconproxy")
 
@@ -65,13 +66,22 @@ def _all_dropped_for(outcome: Outcome, reason: DropReason, valid: int) -> bool:
     return valid > 0 and not outcome.events and outcome.dropped.get(reason, 0) == valid
 
 
-def _submit(rt: Runtime, outcome: Outcome) -> None:
+async def _submit(rt: Runtime, outcome: Outcome) -> None:
+    """Durable before the 202: the events are in the spool (fsynced under fsync = "always")."""
+    if not outcome.events:
+        return
     try:
-        rt.batcher.submit(outcome.events)
-    except Backpressure:
-        rt.metrics.rejected_requests[503] += 1
+        await asyncio.wrap_future(rt.spool.append([encode_event(e) for e in outcome.events]))
+        rt.spool_refused = False
+    except SpoolFull:
+        rt.spool_refused = True  # /readyz says "not ready" until an append fits again
         raise HTTPError(
-            503, "temporarily overloaded, retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            503, "spool full: storage is behind, retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
+    except SpoolError:
+        log.error("spool append failed: %d events refused", len(outcome.events))
+        raise HTTPError(
+            503, "cannot store events right now", {"Retry-After": str(RETRY_AFTER_SECONDS)}
         ) from None
 
 
@@ -104,7 +114,7 @@ async def post_events(request: Request) -> Response:
             raise HTTPError(404, "unknown site")
         if _all_dropped_for(outcome, DropReason.ORIGIN_NOT_ALLOWED, valid):
             raise HTTPError(403, "origin not allowed for this site")
-        _submit(rt, outcome)
+        await _submit(rt, outcome)
     except HTTPError as exc:
         rt.metrics.rejected_requests[exc.status] += 1
         return error_response(exc.status, exc.message, {**headers, **exc.headers})
@@ -143,7 +153,7 @@ async def pixel(request: Request) -> Response:
             raise HTTPError(404, "unknown site")
         if _all_dropped_for(outcome, DropReason.ORIGIN_NOT_ALLOWED, 1):
             raise HTTPError(403, "origin not allowed for this site")
-        _submit(rt, outcome)
+        await _submit(rt, outcome)
     except HTTPError as exc:
         rt.metrics.rejected_requests[exc.status] += 1
         return error_response(exc.status, exc.message, exc.headers)
@@ -155,15 +165,21 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready while the spool accepts events (below its limit); the sink's state is reported."""
     rt: Runtime = request.app.state.rt
-    ok = rt.sink.healthy()
+    used, limit = rt.spool.bytes_used(), rt.settings.spool.max_bytes
+    spool_ok = rt.spool.state == "running" and used < limit and not rt.spool_refused
+    stats = rt.shipper.reader.stats()
     body = {
-        "status": "ready" if ok else "degraded",
+        "status": "ready" if spool_ok else "not ready",
+        "spool_bytes": used,
+        "spool_limit_bytes": limit,
+        "spool_segments": stats.segments,
+        "oldest_spooled_seconds": round(stats.oldest_age_seconds, 3),
         "sink": rt.sink.name,
-        "sink_healthy": ok,
-        "pending_rows": rt.batcher.pending,
+        "sink_healthy": rt.sink.healthy(),
     }
-    return json_response(200 if ok else 503, body)
+    return json_response(200 if spool_ok else 503, body)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -197,14 +213,20 @@ def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(rt.sink.start)
+        # The proxy serves (into the spool) even while the sink is down; the shipper keeps trying.
+        if not await anyio.to_thread.run_sync(rt.shipper.try_start_sink):
+            log.warning("sink %s unavailable at start; events are spooled until it is back", rt.sink.name)
         tasks: list[asyncio.Task[None]] = []
         if rt.subjects is not None:
-            await load_suppressions(rt.subjects)
+            try:
+                await load_suppressions(rt.subjects)
+            except SinkError:
+                log.warning("suppression list from the local cache until the store is back")
             log.info("suppression list: %d blocked subjects", len(rt.suppressions))
             every = settings.server.suppression_reload_seconds
             tasks.append(asyncio.create_task(reload_suppressions(rt.subjects, every)))
-        rt.batcher.start()
+        rt.spool.start()
+        rt.shipper.start()
         rt.salt.purge()
         for line in rt.geo.describe() or ["none: country and region stay empty"]:
             log.info("geoip database: %s", line)
@@ -222,7 +244,10 @@ def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup |
             for task in tasks:
                 task.cancel()
             runfile.remove(settings, os.getpid())
-            await anyio.to_thread.run_sync(rt.batcher.close)
+            # Requests in flight are done (the server drained them); seal the open segment, ship what
+            # can be shipped within the grace period, leave the rest spooled for the next start.
+            await anyio.to_thread.run_sync(rt.spool.close)
+            await anyio.to_thread.run_sync(rt.shipper.stop, settings.batch.shutdown_grace_seconds)
             await anyio.to_thread.run_sync(rt.sink.close)
             rt.geo.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 from config.settings import Settings
 from proxy.geo import GeoLookup, find_databases
@@ -12,8 +14,9 @@ from proxy.parse import Limits
 from proxy.pipeline import Pipeline, Services
 from proxy.subjects import SubjectService, Suppressions
 from sinks.base import Sink
-from sinks.batcher import Batcher
 from sinks.clickhouse import ClickHouseSink
+from sinks.shipper import Shipper
+from sinks.spool import SpoolReader, SpoolWriter
 from sinks.subject_store import SubjectStore
 
 
@@ -21,7 +24,8 @@ from sinks.subject_store import SubjectStore
 class Runtime:
     settings: Settings
     pipeline: Pipeline
-    batcher: Batcher
+    spool: SpoolWriter
+    shipper: Shipper
     sink: Sink
     geo: GeoLookup
     salt: DailySalt
@@ -30,6 +34,18 @@ class Runtime:
     admin_token: bytes
     suppressions: Suppressions
     subjects: SubjectService | None  # None when the sink is not ClickHouse (e.g. a benchmark blackhole)
+    spool_refused: bool = False  # the last append did not fit: not ready until one does
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
+        return self.spool.flush(timeout) and self.shipper.wait_idle(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        spool = self.shipper.reader.stats()
+        return {
+            "shipper": vars(self.shipper.stats),
+            "spool": {**vars(spool), "bytes_used": self.spool.bytes_used(), "state": self.spool.state},
+        }
 
 
 def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup | None = None) -> Runtime:
@@ -44,15 +60,26 @@ def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup |
     salt = DailySalt(data / "salts")
     secret = load_or_create_secret(settings.privacy.pseudonym_secret, data / "pseudonym_secret")
     keys = SiteKeys(secret, {site: s.pseudonym_keys for site, s in settings.sites.items()})
-    suppressions = Suppressions()
+    suppressions = Suppressions(cache=data / "suppressions.json")
     services = Services(settings, geo, salt, keys, metrics, suppressions)
-    b = settings.batch
-    batcher = Batcher(
+    b, sp = settings.batch, settings.spool
+    spool_dir = data / "spool"
+    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    writer = SpoolWriter(
+        spool_dir,
+        writer=str(os.getpid()),
+        max_bytes=sp.max_bytes,
+        segment_max_bytes=b.max_bytes,
+        segment_max_age=b.max_age_seconds,
+        fsync=sp.fsync,
+        fsync_interval=sp.fsync_interval,
+    )
+    shipper = Shipper(
         sink,
+        SpoolReader(spool_dir),
         max_rows=b.max_rows,
-        max_bytes=b.max_bytes,
-        max_age_seconds=b.max_age_seconds,
-        max_pending_rows=b.max_pending_rows,
+        retention_seconds=settings.clickhouse.retention_days * 86400,
+        poll_interval=min(0.1, b.max_age_seconds),
     )
     p = settings.privacy
     limits = Limits(
@@ -63,9 +90,20 @@ def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup |
         max_string_length=p.max_string_length,
     )
     token = load_or_create_secret(settings.server.admin_token, data / "admin_token")
-    subjects = None
-    if isinstance(sink, ClickHouseSink):
-        subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, batcher.flush)
-    return Runtime(
-        settings, Pipeline(services), batcher, sink, geo, salt, metrics, limits, token, suppressions, subjects
+    rt = Runtime(
+        settings,
+        Pipeline(services),
+        writer,
+        shipper,
+        sink,
+        geo,
+        salt,
+        metrics,
+        limits,
+        token,
+        suppressions,
+        None,
     )
+    if isinstance(sink, ClickHouseSink):
+        rt.subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, rt.flush)
+    return rt

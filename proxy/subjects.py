@@ -6,9 +6,14 @@ HMAC from :meth:`proxy.keys.SiteKeys.subject`, never the identifier.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+import orjson
 
 from proxy.keys import SiteKeys
 from sinks.subject_store import Kind, SubjectStore
@@ -17,19 +22,38 @@ SUBJECT_KINDS = ("client_id", "user_id")
 
 
 class Suppressions:
-    """Blocked subjects, loaded from the store at start-up and updated by the subject actions."""
+    """Blocked subjects, loaded from the store at start-up and updated by the subject actions.
 
-    def __init__(self, blocked: Iterable[tuple[str, str, str]] = ()) -> None:
+    With ``cache``, the list is also kept in a local file (HMACs only), so a restart while a remote
+    store is unreachable still honours every block it knew of.
+    """
+
+    def __init__(self, blocked: Iterable[tuple[str, str, str]] = (), cache: Path | None = None) -> None:
         self._blocked: set[tuple[str, str, str]] = set(blocked)
+        self._cache = cache
+        if cache is not None and not self._blocked:
+            with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError, ValueError, TypeError):
+                self._blocked = {(a, b, c) for a, b, c in orjson.loads(cache.read_bytes())}
+
+    def _save(self) -> None:
+        if self._cache is not None:
+            tmp = self._cache.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(sorted(self._blocked)))
+            os.replace(tmp, self._cache)
 
     def replace(self, blocked: Iterable[tuple[str, str, str]]) -> None:
-        self._blocked = set(blocked)
+        new = set(blocked)
+        if new != self._blocked:
+            self._blocked = new
+            self._save()
 
     def block(self, site: str, kind: str, subject: str) -> None:
         self._blocked.add((site, kind, subject))
+        self._save()
 
     def unblock(self, site: str, kind: str, subject: str) -> None:
         self._blocked.discard((site, kind, subject))
+        self._save()
 
     def is_blocked(self, site: str, kind: str, subject: str) -> bool:
         return (site, kind, subject) in self._blocked
@@ -79,7 +103,7 @@ class SubjectService:
         self.store = store
         self.suppressions = suppressions
         self.sites = sites
-        self.flush = flush  # rows still waiting in the batcher must be stored before we look
+        self.flush = flush  # accepted events still in the spool must be stored before we look
 
     def _check(self, site: str, kind: str, value: str) -> Kind:
         if site not in self.sites:

@@ -1,4 +1,4 @@
-"""The one small interface every sink implements. The batcher is the only caller of ``write``."""
+"""The one small interface every sink implements. The shipper is the only caller of ``write``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ClickHouse sink via clickhouse-connect: ``chdb://<path>`` (embedded, default) or ``http(s)://`` (remote).
 
-One client per sink, created in ``start``; every call runs on the batcher's worker thread, never on the
+One client per sink, created in ``start``; every call runs on the shipper's thread, never on the
 event loop (chDB is thread-safe and releases the GIL). Inserts are column-typed from one look at
 ``system.columns`` at start-up, so no DESCRIBE round trip per batch, and carry the batch's
 deduplication token. Errors are reduced to ClickHouse's error code: an insert error can quote row data.

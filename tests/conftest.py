@@ -90,7 +90,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 def client_factory(settings: Settings) -> Iterator[Callable[..., TestClient]]:
     """TestClients on one app, each with its own socket peer address.
 
-    The first one is entered (runs the app's lifespan: sink, batcher); the others only send requests.
+    The first one is entered (runs the app's lifespan: sink, spool, shipper); the others only send requests.
     """
     app = create_app(settings)
     owner = TestClient(app, client=("127.0.0.1", 50000))
@@ -111,9 +111,9 @@ def client(client_factory: Callable[..., TestClient]) -> TestClient:
 
 
 def stored_rows(ch: Client, database: str, app_client: TestClient | None = None) -> list[dict[str, Any]]:
-    """Every stored row of the test's events table, after flushing the app's batcher."""
+    """Every stored row of the test's events table, after the app shipped everything it accepted."""
     if app_client is not None:
-        assert app_client.app.state.rt.batcher.flush(10), "batcher did not flush"  # type: ignore[attr-defined]
+        assert app_client.app.state.rt.flush(10), "accepted events were not shipped"  # type: ignore[attr-defined]
     raw = ch.raw_query(f"SELECT * FROM {database}.events ORDER BY ts, event_id", fmt="JSONEachRow")
     return [orjson.loads(line) for line in bytes(raw).splitlines() if line]
 

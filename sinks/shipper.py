@@ -1,0 +1,192 @@
+"""The shipper: drains sealed spool segments into the sink, in order, and deletes each one only after
+the sink confirmed it. It is the only code that writes to the sink.
+
+A segment is immutable, so its insert(s) carry a token that is the same on every replay: after a crash
+between "inserted" and "deleted", ClickHouse deduplicates the replay. A segment larger than ``max_rows``
+is inserted in chunks with tokens ``<segment token>:<n>``, equally stable. When the sink is down the
+shipper retries with exponential backoff and the spool keeps accepting; when it comes back, shipping
+resumes by itself. Segments older than the retention the events would have had in storage are purged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from proxy.model import Event
+from sinks.base import Sink, SinkError
+from sinks.codec import decode_events
+from sinks.spool import SpoolReader
+
+log = logging.getLogger(__name__)
+MAINTENANCE_SECONDS = 30.0
+
+
+@dataclass
+class ShipperStats:
+    segments: int = 0
+    batches: int = 0
+    rows: int = 0
+    errors: int = 0
+    corrupt_records: int = 0
+    undecodable_records: int = 0
+    purged_segments: int = 0
+    orphans_sealed: int = 0
+    sink_started: bool = False
+    last_error: str = ""
+    last_insert_seconds: float = 0.0
+
+
+class Shipper:
+    def __init__(
+        self,
+        sink: Sink,
+        reader: SpoolReader,
+        *,
+        max_rows: int,
+        retention_seconds: float,
+        poll_interval: float = 0.1,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.sink = sink
+        self.reader = reader
+        self.max_rows = max_rows
+        self.retention_seconds = retention_seconds
+        self.poll_interval = poll_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stats = ShipperStats()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Event()  # set while nothing sealed is waiting
+        self._give_up_at = float("inf")  # during stop(): stop retrying after this monotonic time
+        self._next_maintenance = 0.0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """A segment was sealed: look now rather than at the next poll."""
+        self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every sealed segment has been shipped (seal the writer's segment first)."""
+        self._idle.clear()
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float) -> bool:
+        """Ship what is sealed for up to ``timeout`` seconds, then stop. True if nothing sealed is left;
+        anything left stays in the spool for the next start."""
+        self._give_up_at = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 5)
+        left = self.reader.sealed_segments()
+        if left:
+            log.warning("shutdown: %d spooled segments left for the next start", len(left))
+        return not left
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _retrying(self) -> bool:
+        return not (self._stopping.is_set() and time.monotonic() >= self._give_up_at)
+
+    def _ensure_sink(self) -> bool:
+        delay = self.backoff_initial
+        while not self.stats.sink_started:
+            try:
+                self.sink.start()
+                self.stats.sink_started = True
+                log.info("sink %s started", self.sink.name)
+            except SinkError as exc:
+                self._error(exc, delay)
+                if not self._retrying():
+                    return False
+                self._sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+        return True
+
+    def _error(self, exc: SinkError, delay: float) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = str(exc)
+        log.warning("sink %s unavailable, retrying in %.2fs: %s", self.sink.name, delay, exc)
+
+    def _maintenance(self) -> None:
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + MAINTENANCE_SECONDS
+        self.stats.orphans_sealed += self.reader.seal_orphans()
+        purged = self.reader.purge_older_than(self.retention_seconds)
+        if purged:
+            self.stats.purged_segments += purged
+            log.warning("purged %d spooled segments older than the retention", purged)
+
+    def try_start_sink(self) -> bool:
+        """One attempt, for start-up: the proxy serves (and spools) even while the sink is down."""
+        try:
+            self.sink.start()
+        except SinkError as exc:
+            self._error(exc, self.backoff_initial)
+            return False
+        self.stats.sink_started = True
+        return True
+
+    def _write(self, events: list[Event], token: str) -> bool:
+        delay = self.backoff_initial
+        while True:
+            try:
+                t0 = time.perf_counter()
+                self.sink.write(events, token)
+                self.stats.last_insert_seconds = time.perf_counter() - t0
+                return True
+            except SinkError as exc:
+                self._error(exc, delay)
+                if not self._retrying():
+                    return False
+                self._sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    def _ship(self, name: str) -> bool:
+        batch = self.reader.read(name)
+        events, bad = decode_events(batch.records)
+        self.stats.corrupt_records += batch.corrupt_records
+        self.stats.undecodable_records += bad
+        if batch.corrupt_records or bad:
+            log.error(
+                "segment %s: %d corrupt, %d undecodable records skipped", name, batch.corrupt_records, bad
+            )
+        for n, start in enumerate(range(0, len(events), self.max_rows)):
+            chunk = events[start : start + self.max_rows]
+            if not self._write(chunk, f"{batch.token}:{n}"):
+                return False
+            self.stats.batches += 1
+            self.stats.rows += len(chunk)
+        self.reader.ack(name)
+        self.stats.segments += 1
+        return True
+
+    def _run(self) -> None:
+        if not self._ensure_sink():
+            return
+        while True:
+            self._maintenance()
+            segments = self.reader.sealed_segments()
+            if not segments:
+                self._idle.set()
+                if self._stopping.is_set():
+                    return
+                self._sleep(self.poll_interval)
+                continue
+            for name in segments:
+                if not self._ship(name):
+                    return  # stopping while the sink is down: the rest stays spooled
