@@ -44,7 +44,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LUA_SCRIPT = BENCH_DIR / "wrk_post.lua"
 
-TARGETS = ("limit", "naive", "beacon")
+TARGETS = ("limit", "naive", "beacon", "beacon-interval", "beacon-nofsync")
+DEFAULT_TARGETS = ("limit", "naive", "beacon")
+# Spool durability variants (--targets beacon,beacon-interval,beacon-nofsync compares them in one run).
+SPOOL_FSYNC = {"beacon": "always", "beacon-interval": "interval", "beacon-nofsync": "never"}
 SCENARIOS = {"single": 1, "batch": 100}  # name -> events per request
 WARMUP_SECONDS = 2
 READY_TIMEOUT_SECONDS = 90.0
@@ -414,7 +417,8 @@ def make_server(target: str, workdir: Path, cpu: int | None, geoip: list[Path]) 
         cmd = [py, "-m", "proxy.cli", "serve"]
         env["BEACONPROXY_HOST"] = "127.0.0.1"
         env["BEACONPROXY_PORT"] = str(port)
-        env["BEACONPROXY_DATA_DIR"] = str(workdir / "beacon-data")
+        env["BEACONPROXY_DATA_DIR"] = str(workdir / f"{target}-data")
+        env["BEACONPROXY_SPOOL__FSYNC"] = SPOOL_FSYNC[target]
         if geoip:
             env["BEACONPROXY_GEOIP__DATABASES"] = json.dumps([str(p) for p in geoip])
     return Server(target, pinned(cmd, cpu), env, workdir / f"{target}.log", port)
@@ -655,7 +659,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per run (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: it has one core)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma list of " + ", ".join(TARGETS))
+    parser.add_argument(
+        "--targets", default=",".join(DEFAULT_TARGETS), help="comma list of " + ", ".join(TARGETS)
+    )
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="comma list of " + ", ".join(SCENARIOS)
     )
@@ -731,8 +737,8 @@ def bench_target(
                         f"server CPU {run.server_cpu_pct:.0f}%, wrk CPU {run.wrk_cpu_pct:.0f}%",
                         flush=True,
                     )
-        if target == "beacon":
-            steps = check_beacon(server, workdir / "beacon-data", check)
+        if target in SPOOL_FSYNC:
+            steps = check_beacon(server, workdir / f"{target}-data", check)
             geo = [ln.split(": ", 2)[-1] for ln in server.log_path.read_text().splitlines() if "geoip" in ln]
             print(f"  beacon reported: {'; '.join(geo) or 'no geoip line in its log'}")
         elif target == "naive":
