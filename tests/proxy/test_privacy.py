@@ -215,3 +215,18 @@ def test_visitor_hash_is_daily_and_cookieless(
     assert len(hashes) == 3
     assert all(x > 0 for x in hashes)
     assert len(set(hashes)) == 2  # same IP+UA -> same visitor; same /24 but other IP -> another visitor
+
+
+def test_the_spool_holds_only_anonymised_events(make_settings: Callable[..., Settings]) -> None:
+    """What waits in the spool is what would be stored: no full IP, raw UA, identifier, e-mail or token."""
+    from proxy.app import create_app
+
+    settings = make_settings(batch={"max_age_seconds": 3600})  # nothing is sealed or shipped meanwhile
+    app = create_app(settings)
+    with TestClient(app, client=(FULL_V4, 5000)) as c:
+        headers = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
+        body = [LEAKY_EVENT, dict(LEAKY_EVENT, consent={"analytics": True})]
+        assert c.post("/v1/events", content=orjson.dumps(body), headers=headers).status_code == 202
+        spooled = b"".join(p.read_bytes() for p in (settings.data_dir / "spool").glob("*.open"))
+        assert spooled.count(b"https://example.com/u/") == 2  # both events are really in there
+        assert_absent(spooled.decode("latin-1"), needles(FULL_V4, FULL_V6), "the spool")
