@@ -54,6 +54,8 @@ class ServerSettings(_Section):
     # How often the suppression list is re-read from the store, so that blocks made through another
     # proxy (or by the CLI on a remote store) apply here too. A block made here applies at once.
     suppression_reload_seconds: float = Field(5.0, gt=0, le=3600)
+    # /metrics holds counts only (no personal data); require the admin token for it if you prefer.
+    metrics_require_token: bool = False
 
 
 class PrivacySettings(_Section):
@@ -217,6 +219,7 @@ class Settings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("./data")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"  # JSON lines on stderr
     server: ServerSettings = ServerSettings()
     privacy: PrivacySettings = PrivacySettings()
     geoip: GeoipSettings = GeoipSettings()

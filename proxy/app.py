@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,7 +25,8 @@ from proxy import runfile
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
 from proxy.consent import parse_cookie_header
 from proxy.geo import GeoLookup
-from proxy.http import HTTPError, error_response, json_response, read_body
+from proxy.http import HTTPError, error_response, json_response, read_body, require_admin
+from proxy.metrics import RuntimeCollector
 from proxy.model import DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
@@ -101,6 +103,7 @@ async def post_events(request: Request) -> Response:
             beacons = parse_body(body, rt.limits)
         except RequestError as exc:
             raise HTTPError(400, str(exc)) from None
+        rt.pipeline.count_received("events", beacons)
         outcome = rt.pipeline.process(request_info(request, rt), beacons)
         valid = len(beacons) - len(outcome.errors)
         if valid == 0:
@@ -148,6 +151,7 @@ async def pixel(request: Request) -> Response:
             beacon = parse_pixel(request.query_params, request.headers.get("referer"), rt.limits)
         except EventError as exc:
             raise HTTPError(400, str(exc)) from None
+        rt.pipeline.count_received("pixel", [beacon])
         outcome = rt.pipeline.process(request_info(request, rt), [beacon])
         if _all_dropped_for(outcome, DropReason.UNKNOWN_SITE, 1):
             raise HTTPError(404, "unknown site")
@@ -158,6 +162,17 @@ async def pixel(request: Request) -> Response:
         rt.metrics.rejected_requests[exc.status] += 1
         return error_response(exc.status, exc.message, exc.headers)
     return Response(GIF, media_type="image/gif", headers={"Cache-Control": "no-store, max-age=0"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition; counts and sizes only, never an IP, identifier, User-Agent or URL."""
+    rt: Runtime = request.app.state.rt
+    if rt.settings.server.metrics_require_token:
+        try:
+            require_admin(request, rt.admin_token)
+        except HTTPError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:
@@ -262,6 +277,7 @@ def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup |
             Route("/v1/consent/withdraw", preflight, methods=["OPTIONS"]),
             Route("/.well-known/gpc.json", gpc_json, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/admin/query", admin_query, methods=["POST"]),
             Route("/admin/stats", admin_stats, methods=["GET"]),
@@ -272,4 +288,7 @@ def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup |
         exception_handlers={Exception: internal_error},
     )
     app.state.rt = rt
+    registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import
+    registry.register(RuntimeCollector(rt.metrics, lambda: rt.shipper.stats, rt.spool_stats))
+    app.state.registry = registry
     return app

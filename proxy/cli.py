@@ -13,7 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -22,6 +22,7 @@ from proxy import runfile
 from proxy.admin import result_body
 from proxy.inventory import InventoryError, build_inventory
 from proxy.keys import SiteKeys, load_or_create_secret
+from proxy.logs import configure_logging
 from proxy.subjects import SubjectError, SubjectService, SubjectUnavailable, Suppressions
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
@@ -34,17 +35,13 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, fmt: Literal["json", "text"] = "text") -> None:
+    configure_logging(level, fmt)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     if args.workers != 1:
         print(
             "serve: --workers > 1 needs the durable spool (one shipper owns the store); run 1 worker",
@@ -69,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         server_header=False,
         log_level=settings.log_level,
+        log_config=None,  # keep our JSON logging (configured above) for uvicorn's loggers too
         timeout_graceful_shutdown=30,
     )
     return 0

@@ -1,20 +1,57 @@
-"""In-process counters: events received, accepted, dropped by reason, and sampled step timings.
+"""Counters kept in process, and their Prometheus exposition at ``/metrics``.
 
-Labels are closed sets (endpoint, drop reason, step name); no IP, identifier or URL is ever a label.
+Counting on the hot path is plain integer arithmetic on these objects; the Prometheus collector reads
+them only when scraped. Labels are closed sets (endpoint, configured site id or "unknown", drop reason,
+step name, HTTP status); no IP, identifier, User-Agent or URL is ever a label.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
 
 from proxy.model import DropReason
 
 
+class LatencyHistogram:
+    """Cumulative-bucket histogram of seconds, cheap to observe from one thread."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for bound, n in zip([*map(str, self.BUCKETS), "+Inf"], self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
+
+
 @dataclass
 class Metrics:
-    received: Counter[str] = field(default_factory=Counter)  # by endpoint
+    received: Counter[str] = field(default_factory=Counter)  # requests, by endpoint
+    received_events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, site)
     accepted: int = 0
+    accepted_by_site: Counter[str] = field(default_factory=Counter)
     dropped: Counter[DropReason] = field(default_factory=Counter)
     rejected_requests: Counter[int] = field(default_factory=Counter)  # by HTTP status
     step_ns: Counter[str] = field(default_factory=Counter)  # summed over sampled runs
@@ -32,3 +69,75 @@ class Metrics:
                 if runs
             },
         }
+
+
+class RuntimeCollector(Collector):
+    """Reads the proxy's counters, the shipper's stats and the spool's state at scrape time."""
+
+    def __init__(
+        self, metrics: Metrics, shipper: Callable[[], Any], spool: Callable[[], dict[str, Any]]
+    ) -> None:
+        self.metrics = metrics
+        self.shipper = shipper
+        self.spool = spool
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily("beacon_requests", "Ingestion requests received", labels=["endpoint"])
+        for endpoint, n in sorted(m.received.items()):
+            requests.add_metric([endpoint], n)
+        yield requests
+        events = CounterMetricFamily(
+            "beacon_events_received",
+            "Events received (parsed), by endpoint and site",
+            labels=["endpoint", "site"],
+        )
+        for (endpoint, site), n in sorted(m.received_events.items()):
+            events.add_metric([endpoint, site], n)
+        yield events
+        accepted = CounterMetricFamily(
+            "beacon_events_accepted", "Events accepted into the spool", labels=["site"]
+        )
+        for site, n in sorted(m.accepted_by_site.items()):
+            accepted.add_metric([site], n)
+        yield accepted
+        dropped = CounterMetricFamily("beacon_events_dropped", "Events dropped, by reason", labels=["reason"])
+        for reason in DropReason:
+            dropped.add_metric([reason.value], m.dropped.get(reason, 0))
+        yield dropped
+        rejected = CounterMetricFamily(
+            "beacon_requests_rejected", "Requests answered 4xx/5xx", labels=["status"]
+        )
+        for status, n in sorted(m.rejected_requests.items()):
+            rejected.add_metric([str(status)], n)
+        yield rejected
+        steps = SummaryMetricFamily(
+            "beacon_pipeline_step_seconds", "Time per pipeline step (sampled runs)", labels=["step"]
+        )
+        for step, runs in sorted(m.step_runs.items()):
+            steps.add_metric([step], count_value=runs, sum_value=m.step_ns[step] / 1e9)
+        yield steps
+
+        s = self.shipper()
+        yield CounterMetricFamily("beacon_events_shipped", "Events inserted into the sink", value=s.rows)
+        yield CounterMetricFamily("beacon_batches_shipped", "Inserts confirmed by the sink", value=s.batches)
+        yield CounterMetricFamily("beacon_sink_errors", "Failed sink calls (retried)", value=s.errors)
+        yield CounterMetricFamily(
+            "beacon_spool_corrupt_records", "Torn or corrupt spool records skipped", value=s.corrupt_records
+        )
+        yield CounterMetricFamily(
+            "beacon_spool_purged_segments", "Spooled segments deleted past retention", value=s.purged_segments
+        )
+        yield GaugeMetricFamily("beacon_sink_up", "1 once the sink is started", value=int(s.sink_started))
+        latency = HistogramMetricFamily("beacon_insert_seconds", "Latency of inserts into the sink")
+        latency.add_metric([], s.insert_latency.cumulative(), sum_value=s.insert_latency.sum)
+        yield latency
+
+        spool = self.spool()
+        yield GaugeMetricFamily("beacon_spool_bytes", "Bytes in the spool", value=spool["bytes_used"])
+        yield GaugeMetricFamily("beacon_spool_segments", "Sealed segments waiting", value=spool["segments"])
+        yield GaugeMetricFamily(
+            "beacon_spool_oldest_seconds",
+            "Age of the oldest sealed segment",
+            value=spool["oldest_age_seconds"],
+        )

@@ -479,5 +479,14 @@ class Pipeline:
                         out.events.append(result.event)
         m = s.metrics
         m.accepted += len(out.events)
+        for event in out.events:  # events only reach here for configured sites
+            m.accepted_by_site[event.site] += 1
         m.dropped.update(out.dropped)
         return out
+
+    def count_received(self, endpoint: str, beacons: Sequence[Beacon | EventError]) -> None:
+        """Events received per endpoint and site; a site id that is not configured is "unknown"."""
+        sites, counts = self.services.sites, self.services.metrics.received_events
+        for b in beacons:
+            site = b.site if isinstance(b, Beacon) and b.site in sites else "unknown"
+            counts[(endpoint, site)] += 1

@@ -40,12 +40,16 @@ class Runtime:
         """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
         return self.spool.flush(timeout) and self.shipper.wait_idle(timeout)
 
-    def stats(self) -> dict[str, Any]:
-        spool = self.shipper.reader.stats()
+    def spool_stats(self) -> dict[str, Any]:
         return {
-            "shipper": vars(self.shipper.stats),
-            "spool": {**vars(spool), "bytes_used": self.spool.bytes_used(), "state": self.spool.state},
+            **vars(self.shipper.reader.stats()),
+            "bytes_used": self.spool.bytes_used(),
+            "state": self.spool.state,
         }
+
+    def stats(self) -> dict[str, Any]:
+        shipper = {k: v for k, v in vars(self.shipper.stats).items() if k != "insert_latency"}
+        return {"shipper": shipper, "spool": self.spool_stats()}
 
 
 def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup | None = None) -> Runtime:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from proxy.metrics import LatencyHistogram
 from proxy.model import Event
 from sinks.base import Sink, SinkError
 from sinks.codec import decode_events
@@ -36,7 +37,7 @@ class ShipperStats:
     orphans_sealed: int = 0
     sink_started: bool = False
     last_error: str = ""
-    last_insert_seconds: float = 0.0
+    insert_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
 class Shipper:
@@ -147,7 +148,7 @@ class Shipper:
             try:
                 t0 = time.perf_counter()
                 self.sink.write(events, token)
-                self.stats.last_insert_seconds = time.perf_counter() - t0
+                self.stats.insert_latency.observe(time.perf_counter() - t0)
                 return True
             except SinkError as exc:
                 self._error(exc, delay)

@@ -143,6 +143,8 @@ def test_serve_post_query_stop_query(server: subprocess.Popen[str], env: dict[st
     assert server.wait(30) in (0, -signal.SIGTERM)
     log = server.stdout.read() if server.stdout else ""
     assert "Application shutdown complete" in log
+    entries = [orjson.loads(line) for line in log.splitlines() if line.strip()]  # JSON lines, all of them
+    assert {"ts", "level", "logger", "msg"} <= set(entries[0])
     assert "203.0.113.77" not in log
     assert not (Path(env["BEACONPROXY_DATA_DIR"]) / "run" / "proxy.json").exists()
 
