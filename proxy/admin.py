@@ -22,7 +22,7 @@ ACTORS = frozenset({"admin-http", "admin-cli"})
 
 def _clickhouse(rt: Runtime) -> ClickHouseSink:
     if not isinstance(rt.sink, ClickHouseSink):
-        raise HTTPError(501, f"sink {rt.sink.name} cannot be queried")
+        raise HTTPError(501, "this process has no queryable sink")
     return rt.sink
 
 
@@ -90,7 +90,7 @@ async def admin_subject(request: Request) -> Response:
     try:
         require_admin(request, rt.admin_token)
         if rt.subjects is None:
-            raise HTTPError(501, f"sink {rt.sink.name} keeps no subject data")
+            raise HTTPError(501, "this process keeps no subject data")
         service = rt.subjects
         doc = await read_json_object(request, 4096)
         site, kind, value = subject_of(doc)

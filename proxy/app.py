@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import anyio
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from config.settings import Settings
 from proxy import runfile
@@ -30,7 +30,7 @@ from proxy.metrics import RuntimeCollector
 from proxy.model import DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
-from proxy.runtime import Runtime, build_runtime
+from proxy.runtime import Role, Runtime, build_runtime
 from proxy.subjects import SubjectService
 from proxy.visitor import consent_withdraw, credentialed_cors, gpc_json, opt_in, opt_out
 from sinks.base import Sink, SinkError
@@ -184,15 +184,15 @@ async def readyz(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     used, limit = rt.spool.bytes_used(), rt.settings.spool.max_bytes
     spool_ok = rt.spool.state == "running" and used < limit and not rt.spool_refused
-    stats = rt.shipper.reader.stats()
+    stats = rt.reader.stats()
     body = {
         "status": "ready" if spool_ok else "not ready",
         "spool_bytes": used,
         "spool_limit_bytes": limit,
         "spool_segments": stats.segments,
         "oldest_spooled_seconds": round(stats.oldest_age_seconds, 3),
-        "sink": rt.sink.name,
-        "sink_healthy": rt.sink.healthy(),
+        "sink": rt.sink.name if rt.sink is not None else "shipped by the primary process",
+        "sink_healthy": rt.sink.healthy() if rt.sink is not None else None,
     }
     return json_response(200 if spool_ok else 503, body)
 
@@ -212,83 +212,120 @@ async def load_suppressions(subjects: SubjectService) -> None:
     subjects.suppressions.replace(blocked)
 
 
-async def reload_suppressions(subjects: SubjectService, every: float) -> None:
-    """Blocks made through another proxy on the same store, or by the CLI on a remote store, reach
-    this one within ``every`` seconds (a block made here applies at once)."""
+def ingest_routes() -> list[Route]:
+    """What every process serves itself: ingestion, the visitor's opt-out, health."""
+    return [
+        Route("/v1/events", post_events, methods=["POST"]),
+        Route("/v1/events", preflight, methods=["OPTIONS"]),
+        Route("/v1/pixel.gif", pixel, methods=["GET"]),
+        Route("/v1/opt-out", opt_out, methods=["GET"]),
+        Route("/v1/opt-in", opt_in, methods=["GET"]),
+        Route("/v1/consent/withdraw", preflight, methods=["OPTIONS"]),
+        Route("/.well-known/gpc.json", gpc_json, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+
+def store_routes() -> list[Route]:
+    """What needs the sink: served by a single process or the primary; workers forward them."""
+    return [
+        Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/admin/query", admin_query, methods=["POST"]),
+        Route("/admin/stats", admin_stats, methods=["GET"]),
+        Route("/admin/inventory", admin_inventory, methods=["GET"]),
+        Route("/admin/subjects/{action}", admin_subject, methods=["POST"]),
+    ]
+
+
+async def _periodic(every: float, job: Callable[[], Awaitable[None]], what: str) -> None:
     while True:
         await asyncio.sleep(every)
         try:
+            await job()
+        except Exception as exc:  # a background job must never die silently, nor kill the server
+            log.warning("%s failed: %s", what, type(exc).__name__)
+
+
+async def start_store(rt: Runtime, tasks: list[asyncio.Task[None]]) -> None:
+    """Sink, suppression list and shipper: the single process or the primary."""
+    assert rt.shipper is not None and rt.sink is not None
+    # The proxy serves (into the spool) even while the sink is down; the shipper keeps trying.
+    if not await anyio.to_thread.run_sync(rt.shipper.try_start_sink):
+        log.warning("sink %s unavailable at start; events are spooled until it is back", rt.sink.name)
+    subjects = rt.subjects
+    if subjects is not None:
+        try:
             await load_suppressions(subjects)
-        except SinkError as exc:
-            log.warning("suppression list not reloaded: %s", exc)
+        except SinkError:
+            log.warning("suppression list from the local cache until the store is back")
+        log.info("suppression list: %d blocked subjects", len(rt.suppressions))
+        every = rt.settings.server.suppression_reload_seconds
+        tasks.append(
+            asyncio.create_task(_periodic(every, lambda: load_suppressions(subjects), "suppressions"))
+        )
+    rt.shipper.start()
 
 
-def create_app(settings: Settings, *, sink: Sink | None = None, geo: GeoLookup | None = None) -> Starlette:
-    rt = build_runtime(settings, sink=sink, geo=geo)
+async def stop_store(rt: Runtime) -> None:
+    assert rt.shipper is not None and rt.sink is not None
+    # Ship what can be shipped within the grace period; the rest stays spooled for the next start.
+    await anyio.to_thread.run_sync(rt.shipper.stop, rt.settings.batch.shutdown_grace_seconds)
+    await anyio.to_thread.run_sync(rt.sink.close)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sink: Sink | None = None,
+    geo: GeoLookup | None = None,
+    role: Role = "single",
+    extra_routes: Sequence[BaseRoute] = (),
+    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = (),
+) -> Starlette:
+    """The proxy. ``role`` is "single" (everything), "primary" (everything, behind workers) or "worker"
+    (ingestion only; ``extra_routes`` forward the rest, see proxy/worker.py)."""
+    rt = build_runtime(settings, sink=sink, geo=geo, role=role)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # The proxy serves (into the spool) even while the sink is down; the shipper keeps trying.
-        if not await anyio.to_thread.run_sync(rt.shipper.try_start_sink):
-            log.warning("sink %s unavailable at start; events are spooled until it is back", rt.sink.name)
         tasks: list[asyncio.Task[None]] = []
-        if rt.subjects is not None:
-            try:
-                await load_suppressions(rt.subjects)
-            except SinkError:
-                log.warning("suppression list from the local cache until the store is back")
-            log.info("suppression list: %d blocked subjects", len(rt.suppressions))
-            every = settings.server.suppression_reload_seconds
-            tasks.append(asyncio.create_task(reload_suppressions(rt.subjects, every)))
+        if rt.shipper is not None:
+            await start_store(rt, tasks)
         rt.spool.start()
-        rt.shipper.start()
         rt.salt.purge()
         for line in rt.geo.describe() or ["none: country and region stay empty"]:
             log.info("geoip database: %s", line)
-        runfile.write(settings, os.getpid())
+        if role != "worker":
+            runfile.write(settings, os.getpid())
+        for job in background:
+            tasks.append(asyncio.create_task(job(rt)))
 
         async def purge_salts() -> None:
-            while True:
-                await asyncio.sleep(SALT_PURGE_SECONDS)
-                rt.salt.purge()
+            rt.salt.purge()
 
-        tasks.append(asyncio.create_task(purge_salts()))
+        tasks.append(asyncio.create_task(_periodic(SALT_PURGE_SECONDS, purge_salts, "salt purge")))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            runfile.remove(settings, os.getpid())
-            # Requests in flight are done (the server drained them); seal the open segment, ship what
-            # can be shipped within the grace period, leave the rest spooled for the next start.
+            if role != "worker":
+                runfile.remove(settings, os.getpid())
+            # Requests in flight are done (the server drained them): seal the open segment.
             await anyio.to_thread.run_sync(rt.spool.close)
-            await anyio.to_thread.run_sync(rt.shipper.stop, settings.batch.shutdown_grace_seconds)
-            await anyio.to_thread.run_sync(rt.sink.close)
+            if rt.shipper is not None:
+                await stop_store(rt)
             rt.geo.close()
 
-    app = Starlette(
-        routes=[
-            Route("/v1/events", post_events, methods=["POST"]),
-            Route("/v1/events", preflight, methods=["OPTIONS"]),
-            Route("/v1/pixel.gif", pixel, methods=["GET"]),
-            Route("/v1/opt-out", opt_out, methods=["GET"]),
-            Route("/v1/opt-in", opt_in, methods=["GET"]),
-            Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"]),
-            Route("/v1/consent/withdraw", preflight, methods=["OPTIONS"]),
-            Route("/.well-known/gpc.json", gpc_json, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/admin/query", admin_query, methods=["POST"]),
-            Route("/admin/stats", admin_stats, methods=["GET"]),
-            Route("/admin/inventory", admin_inventory, methods=["GET"]),
-            Route("/admin/subjects/{action}", admin_subject, methods=["POST"]),
-        ],
-        lifespan=lifespan,
-        exception_handlers={Exception: internal_error},
-    )
+    routes: list[BaseRoute] = [*ingest_routes(), *(extra_routes if role == "worker" else store_routes())]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
     app.state.rt = rt
-    registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import
-    registry.register(RuntimeCollector(rt.metrics, lambda: rt.shipper.stats, rt.spool_stats))
-    app.state.registry = registry
+    if rt.shipper is not None:
+        shipper = rt.shipper
+        snapshots = settings.data_dir / "run" / "metrics" if role == "primary" else None
+        registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import
+        registry.register(RuntimeCollector(rt.metrics, lambda: shipper.stats, rt.spool_stats, snapshots))
+        app.state.registry = registry
     return app

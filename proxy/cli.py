@@ -8,11 +8,17 @@ beaconproxy config [--config FILE]        # the effective settings, secrets hidd
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -39,36 +45,98 @@ def _configure_logging(level: str, fmt: Literal["json", "text"] = "text") -> Non
     configure_logging(level, fmt)
 
 
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        # The socket peer must stay the peer: our own trusted-proxy logic reads forwarding headers.
+        "proxy_headers": False,
+        # uvicorn's access log prints the client address and full URL: never on.
+        "access_log": False,
+        "server_header": False,
+        "log_level": settings.log_level,
+        "log_config": None,  # keep our JSON logging (configured here) for uvicorn's loggers too
+        "timeout_graceful_shutdown": 30,
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     _configure_logging(settings.log_level, settings.log_format)
-    if args.workers != 1:
-        print(
-            "serve: --workers > 1 needs the durable spool (one shipper owns the store); run 1 worker",
-            file=sys.stderr,
-        )
-        return 2
     import uvicorn
 
     from proxy.app import create_app
 
-    app = create_app(settings)
-    log.info(
-        "Beacon Proxy on %s (store %s)", runfile.local_url(settings.host, settings.port), _store(settings)
+    if args.primary_socket:  # started by `serve --workers N`: the one process that owns the store
+        from proxy.worker import create_primary_app
+
+        app = create_primary_app(settings, parent=os.getppid())
+        uvicorn.run(app, uds=args.primary_socket, **_uvicorn_options(settings))
+        return 0
+    if args.workers < 1:
+        print("serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    url = runfile.local_url(settings.host, settings.port)
+    if args.workers == 1:
+        log.info("Beacon Proxy on %s (store %s)", url, _store(settings))
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, **_uvicorn_options(settings)
+        )
+        return 0
+    return _serve_workers(args, settings, url)
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> int:
+    """A primary process (store, shipper, admin API on a unix socket) and N ingesting workers."""
+    import httpx
+    import uvicorn
+
+    from proxy.worker import metrics_dir, primary_socket
+
+    socket_path = primary_socket(settings)
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    socket_path.unlink(missing_ok=True)
+    for old in metrics_dir(settings).glob("*.json"):  # counters start again with this run
+        old.unlink()
+    # Workers are spawned fresh and read their settings from the environment and the same file.
+    os.environ["BEACONPROXY_HOST"] = settings.host
+    os.environ["BEACONPROXY_PORT"] = str(settings.port)
+    if args.config:
+        os.environ["BEACONPROXY_CONFIG"] = str(Path(args.config).resolve())
+    primary = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "proxy.cli", "serve", "--primary-socket", str(socket_path)],
+        start_new_session=True,  # stopped by us, after the workers: see proxy.worker.create_primary_app
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        # The socket peer must stay the peer: our own trusted-proxy logic reads forwarding headers.
-        proxy_headers=False,
-        # uvicorn's access log prints the client address and full URL: never on.
-        access_log=False,
-        server_header=False,
-        log_level=settings.log_level,
-        log_config=None,  # keep our JSON logging (configured above) for uvicorn's loggers too
-        timeout_graceful_shutdown=30,
-    )
+    try:
+        deadline = time.monotonic() + 120
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=2) as client:
+            while True:
+                if primary.poll() is not None:
+                    log.error("the primary process exited with %s", primary.returncode)
+                    return 1
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("http://primary/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    log.error("the primary process did not start")
+                    return 1
+                time.sleep(0.1)
+        log.info("Beacon Proxy on %s: %d workers, store %s", url, args.workers, _store(settings))
+        uvicorn.run(
+            "proxy.worker:create_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=settings.host,
+            port=settings.port,
+            **_uvicorn_options(settings),
+        )
+    finally:
+        # Workers have sealed their segments; the primary ships what it can within its grace period.
+        if primary.poll() is None:
+            primary.send_signal(signal.SIGTERM)
+        try:
+            primary.wait(settings.batch.shutdown_grace_seconds + 60)
+        except subprocess.TimeoutExpired:
+            primary.kill()
+            primary.wait()
     return 0
 
 
@@ -238,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the ingestion API")
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or $BEACONPROXY_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8080, or $BEACONPROXY_PORT)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (1 until the spool lands)")
+    serve.add_argument("--workers", type=int, default=1, help="ingesting worker processes (default 1)")
+    serve.add_argument("--primary-socket", help=argparse.SUPPRESS)  # internal: the primary of --workers N
     serve.set_defaults(func=cmd_serve)
     query = sub.add_parser("query", help="run read-only SQL, print one JSON object per row")
     query.add_argument("sql")

@@ -41,3 +41,4 @@ def configure_logging(level: str, fmt: Literal["json", "text"] = "json") -> None
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request's URL at info

@@ -8,11 +8,15 @@ step name, HTTP status); no IP, identifier, User-Agent or URL is ever a label.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,6 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from proxy.model import DropReason
+
+log = logging.getLogger(__name__)
 
 
 class LatencyHistogram:
@@ -57,6 +63,36 @@ class Metrics:
     step_ns: Counter[str] = field(default_factory=Counter)  # summed over sampled runs
     step_runs: Counter[str] = field(default_factory=Counter)
 
+    def to_json(self) -> bytes:
+        """Every counter, for another process to add up (workers -> primary)."""
+        return orjson.dumps(
+            {
+                "received": self.received,
+                "received_events": [[e, s, n] for (e, s), n in self.received_events.items()],
+                "accepted": self.accepted,
+                "accepted_by_site": self.accepted_by_site,
+                "dropped": {str(k): v for k, v in self.dropped.items()},
+                "rejected_requests": {str(k): v for k, v in self.rejected_requests.items()},
+                "step_ns": self.step_ns,
+                "step_runs": self.step_runs,
+            }
+        )
+
+    def add(self, data: bytes) -> None:
+        """Add another process's counters (from ``to_json``); unreadable data is ignored."""
+        try:
+            d = orjson.loads(data)
+            self.received.update(d["received"])
+            self.received_events.update({(e, s): n for e, s, n in d["received_events"]})
+            self.accepted += d["accepted"]
+            self.accepted_by_site.update(d["accepted_by_site"])
+            self.dropped.update({DropReason(k): v for k, v in d["dropped"].items()})
+            self.rejected_requests.update({int(k): v for k, v in d["rejected_requests"].items()})
+            self.step_ns.update(d["step_ns"])
+            self.step_runs.update(d["step_runs"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("a worker's metrics snapshot is unreadable; skipped")
+
     def snapshot(self) -> dict[str, object]:
         return {
             "received": dict(self.received),
@@ -75,14 +111,29 @@ class RuntimeCollector(Collector):
     """Reads the proxy's counters, the shipper's stats and the spool's state at scrape time."""
 
     def __init__(
-        self, metrics: Metrics, shipper: Callable[[], Any], spool: Callable[[], dict[str, Any]]
+        self,
+        metrics: Metrics,
+        shipper: Callable[[], Any],
+        spool: Callable[[], dict[str, Any]],
+        worker_snapshots: Path | None = None,
     ) -> None:
         self.metrics = metrics
         self.shipper = shipper
         self.spool = spool
+        self.worker_snapshots = worker_snapshots  # the primary adds up what its workers counted
+
+    def _counters(self) -> Metrics:
+        if self.worker_snapshots is None:
+            return self.metrics
+        total = Metrics()
+        total.add(self.metrics.to_json())
+        for path in sorted(self.worker_snapshots.glob("*.json")):
+            with contextlib.suppress(FileNotFoundError):
+                total.add(path.read_bytes())
+        return total
 
     def collect(self) -> Iterator[Metric]:
-        m = self.metrics
+        m = self._counters()
         requests = CounterMetricFamily("beacon_requests", "Ingestion requests received", labels=["endpoint"])
         for endpoint, n in sorted(m.received.items()):
             requests.add_metric([endpoint], n)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from config.settings import Settings
 from proxy.geo import GeoLookup, find_databases
@@ -19,46 +20,61 @@ from sinks.shipper import Shipper
 from sinks.spool import SpoolReader, SpoolWriter
 from sinks.subject_store import SubjectStore
 
+Role = Literal["single", "primary", "worker"]
+
 
 @dataclass
 class Runtime:
+    """single: one process does everything. With --workers N, one primary process owns the sink, the
+    shipper and the admin API (on a unix socket), and N workers only ingest into their own spool
+    segments, forwarding admin requests to the primary."""
+
     settings: Settings
     pipeline: Pipeline
     spool: SpoolWriter
-    shipper: Shipper
-    sink: Sink
+    reader: SpoolReader
+    shipper: Shipper | None  # None in a worker
+    sink: Sink | None  # None in a worker
     geo: GeoLookup
     salt: DailySalt
     metrics: Metrics
     limits: Limits
     admin_token: bytes
     suppressions: Suppressions
-    subjects: SubjectService | None  # None when the sink is not ClickHouse (e.g. a benchmark blackhole)
+    subjects: SubjectService | None  # None in a worker, or when the sink is not ClickHouse
+    role: Role = "single"
     spool_refused: bool = False  # the last append did not fit: not ready until one does
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
-        return self.spool.flush(timeout) and self.shipper.wait_idle(timeout)
+        if not self.spool.flush(timeout):
+            return False
+        if self.shipper is None:
+            return True
+        if self.role == "primary":
+            # Workers seal their segments by age: wait for those holding earlier events to be sealed.
+            time.sleep(self.settings.batch.max_age_seconds + 0.25)
+        return self.shipper.wait_idle(timeout)
 
     def spool_stats(self) -> dict[str, Any]:
-        return {
-            **vars(self.shipper.reader.stats()),
-            "bytes_used": self.spool.bytes_used(),
-            "state": self.spool.state,
-        }
+        return {**vars(self.reader.stats()), "bytes_used": self.spool.bytes_used(), "state": self.spool.state}
 
     def stats(self) -> dict[str, Any]:
-        shipper = {k: v for k, v in vars(self.shipper.stats).items() if k != "insert_latency"}
-        return {"shipper": shipper, "spool": self.spool_stats()}
+        out: dict[str, Any] = {"spool": self.spool_stats()}
+        if self.shipper is not None:
+            out["shipper"] = {k: v for k, v in vars(self.shipper.stats).items() if k != "insert_latency"}
+        return out
 
 
-def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, sink: Sink | None = None, geo: GeoLookup | None = None, role: Role = "single"
+) -> Runtime:
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     if geo is None:
         paths = list(settings.geoip.databases) or find_databases(settings.geoip_dir)
         geo = GeoLookup(paths, with_city=settings.geoip.city, cache_size=settings.geoip.cache_size)
-    if sink is None:
+    if sink is None and role != "worker":
         sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
     metrics = Metrics()
     salt = DailySalt(data / "salts")
@@ -78,13 +94,16 @@ def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup |
         fsync=sp.fsync,
         fsync_interval=sp.fsync_interval,
     )
-    shipper = Shipper(
-        sink,
-        SpoolReader(spool_dir),
-        max_rows=b.max_rows,
-        retention_seconds=settings.clickhouse.retention_days * 86400,
-        poll_interval=min(0.1, b.max_age_seconds),
-    )
+    reader = SpoolReader(spool_dir)
+    shipper = None
+    if sink is not None:
+        shipper = Shipper(
+            sink,
+            reader,
+            max_rows=b.max_rows,
+            retention_seconds=settings.clickhouse.retention_days * 86400,
+            poll_interval=min(0.1, b.max_age_seconds),
+        )
     p = settings.privacy
     limits = Limits(
         max_events=settings.server.max_batch_events,
@@ -98,6 +117,7 @@ def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup |
         settings,
         Pipeline(services),
         writer,
+        reader,
         shipper,
         sink,
         geo,
@@ -107,6 +127,7 @@ def build_runtime(settings: Settings, sink: Sink | None = None, geo: GeoLookup |
         token,
         suppressions,
         None,
+        role,
     )
     if isinstance(sink, ClickHouseSink):
         rt.subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, rt.flush)

@@ -31,9 +31,15 @@ class Suppressions:
     def __init__(self, blocked: Iterable[tuple[str, str, str]] = (), cache: Path | None = None) -> None:
         self._blocked: set[tuple[str, str, str]] = set(blocked)
         self._cache = cache
-        if cache is not None and not self._blocked:
-            with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError, ValueError, TypeError):
-                self._blocked = {(a, b, c) for a, b, c in orjson.loads(cache.read_bytes())}
+        if not self._blocked:
+            self.reload_cache()
+
+    def reload_cache(self) -> None:
+        """Take the list from the cache file (a worker follows the primary's list this way)."""
+        if self._cache is None:
+            return
+        with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError, ValueError, TypeError):
+            self._blocked = {(a, b, c) for a, b, c in orjson.loads(self._cache.read_bytes())}
 
     def _save(self) -> None:
         if self._cache is not None:

@@ -92,7 +92,7 @@ async def consent_withdraw(request: Request) -> Response:
         if not entry.allows_origin(request.headers.get("origin")):
             raise HTTPError(403, "origin not allowed for this site")
         if rt.subjects is None:
-            raise HTTPError(501, f"sink {rt.sink.name} keeps no subject data")
+            raise HTTPError(501, "this process keeps no subject data")
         try:
             result = await anyio.to_thread.run_sync(rt.subjects.withdraw, site, client_id)
         except SubjectError as exc:

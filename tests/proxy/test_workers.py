@@ -1,0 +1,161 @@
+"""``beaconproxy serve --workers 2``: workers ingest into their own spool segments, one primary process owns
+the store (embedded chDB allows one process per data directory) and serves what needs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import CHROME_UA
+from tests.proxy.test_cli import REPO, cli, env  # noqa: F401 - env is a fixture used below
+
+
+def post(port: str, body: object) -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events",
+        data=orjson.dumps(body),
+        headers={"Content-Type": "application/json", "User-Agent": CHROME_UA},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        status: int = r.status
+        return status
+
+
+def get(port: str, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+        data: bytes = r.read()
+        return data
+
+
+def count(environ: dict[str, str], where: str = "1") -> int:
+    result = cli("query", f"SELECT count() AS n FROM events WHERE {where}", env=environ)
+    assert result.returncode == 0, result.stderr
+    n: int = orjson.loads(result.stdout)["n"]
+    return n
+
+
+def eventually(check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def workers(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:  # noqa: F811
+    environ = {**env, "BEACONPROXY_SERVER__SUPPRESSION_RELOAD_SECONDS": "0.2"}
+    log = open(Path(environ["BEACONPROXY_DATA_DIR"]).parent / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--workers", "2"],
+        cwd=REPO,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so the test can stop the whole group, as a service manager would
+    )
+    try:
+        eventually(lambda: _healthy(environ["BEACONPROXY_PORT"]) or proc.poll() is not None, 120)
+        assert proc.poll() is None, "serve --workers 2 exited"
+        yield proc, environ
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        log.close()
+
+
+def _healthy(port: str) -> bool:
+    try:
+        return get(port, "/healthz") == b'{"status":"ok"}'
+    except OSError:
+        return False
+
+
+def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str, str]]) -> None:
+    proc, environ = workers
+    port = environ["BEACONPROXY_PORT"]
+    with ThreadPoolExecutor(8) as pool:  # concurrent connections reach both workers
+        statuses = list(
+            pool.map(lambda n: post(port, {"site": "demo", "url": f"https://e.com/{n}"}), range(200))
+        )
+    assert statuses == [202] * 200
+    eventually(lambda: count(environ) == 200)  # queried through a worker, answered by the primary
+
+    def metric(name: str) -> float:
+        for line in get(port, "/metrics").decode().splitlines():
+            if line.startswith(name):
+                return float(line.rsplit(" ", 1)[1])
+        return -1.0
+
+    eventually(lambda: metric('beacon_events_accepted_total{site="demo"}') == 200)  # both workers added up
+    snapshots = [
+        orjson.loads(p.read_bytes())
+        for p in (Path(environ["BEACONPROXY_DATA_DIR"]) / "run/metrics").glob("*.json")
+    ]
+    assert len(snapshots) == 2
+    assert all(s["accepted"] > 0 for s in snapshots), "one worker took no traffic"
+
+    # A block made through the admin API (forwarded to the primary) reaches both workers.
+    blocked = cli("subject", "block", "--site", "demo", "--client-id", "w-raw-1", env=environ)
+    assert blocked.returncode == 0, blocked.stderr
+    time.sleep(1)
+    consented = {
+        "site": "demo",
+        "url": "https://e.com/blocked",
+        "client_id": "w-raw-1",
+        "consent": {"analytics": True},
+    }
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: post(port, consented), range(8))) == [202] * 8
+    eventually(lambda: count(environ, "url = 'https://e.com/blocked'") == 8)
+    assert count(environ, "client_id IS NOT NULL") == 0
+
+    # Late events, then a group-wide SIGTERM: workers seal, the primary ships, nothing is left behind.
+    for n in range(20):
+        assert post(port, {"site": "demo", "url": f"https://e.com/late{n}"}) == 202
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(90)
+    spool = Path(environ["BEACONPROXY_DATA_DIR"]) / "spool"
+    assert not list(spool.glob("*.seg")) and not list(spool.glob("*.open"))
+    assert count(environ) == 228  # the store opened directly now that the proxy is gone
+
+
+def test_two_workers_with_a_remote_store(tmp_path: Path, env: dict[str, str]) -> None:  # noqa: F811
+    from tests.support.ch_http import clickhouse_http_server
+
+    with clickhouse_http_server(tmp_path / "remote") as dsn:
+        environ = {**env, "BEACONPROXY_CLICKHOUSE__DSN": dsn}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--workers", "2"],
+            cwd=REPO,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            port = environ["BEACONPROXY_PORT"]
+            eventually(lambda: _healthy(port) or proc.poll() is not None, 120)
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(
+                    pool.map(lambda n: post(port, {"site": "demo", "url": f"https://e.com/{n}"}), range(50))
+                )
+            assert statuses == [202] * 50
+            eventually(lambda: count(environ) == 50)
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(90) in (0, -signal.SIGTERM)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
