@@ -90,6 +90,7 @@ def build_runtime(
         writer=str(os.getpid()),
         max_bytes=sp.max_bytes,
         segment_max_bytes=b.max_bytes,
+        segment_max_records=b.max_rows,
         segment_max_age=b.max_age_seconds,
         fsync=sp.fsync,
         fsync_interval=sp.fsync_interval,
@@ -100,7 +101,6 @@ def build_runtime(
         shipper = Shipper(
             sink,
             reader,
-            max_rows=b.max_rows,
             retention_seconds=settings.clickhouse.retention_days * 86400,
             poll_interval=min(0.1, b.max_age_seconds),
         )

@@ -1,9 +1,11 @@
 """The shipper: drains sealed spool segments into the sink, in order, and deletes each one only after
 the sink confirmed it. It is the only code that writes to the sink.
 
-A segment is immutable, so its insert(s) carry a token that is the same on every replay: after a crash
-between "inserted" and "deleted", ClickHouse deduplicates the replay. A segment larger than ``max_rows``
-is inserted in chunks with tokens ``<segment token>:<n>``, equally stable. When the sink is down the
+A segment is immutable and is inserted whole, as one insert whose token is the segment's: after a crash
+between "inserted" and "deleted", ClickHouse deduplicates the replay. (Inserts are never cut into chunks
+here: chunk boundaries that depend on the current settings would change between a partial shipment and
+its replay, and lose or duplicate rows. The writer seals segments at ``batch.max_rows`` instead.) When
+the sink is down the
 shipper retries with exponential backoff and the spool keeps accepting; when it comes back, shipping
 resumes by itself. Segments older than the retention the events would have had in storage are purged.
 """
@@ -46,7 +48,6 @@ class Shipper:
         sink: Sink,
         reader: SpoolReader,
         *,
-        max_rows: int,
         retention_seconds: float,
         poll_interval: float = 0.1,
         backoff_initial: float = 0.25,
@@ -54,7 +55,6 @@ class Shipper:
     ) -> None:
         self.sink = sink
         self.reader = reader
-        self.max_rows = max_rows
         self.retention_seconds = retention_seconds
         self.poll_interval = poll_interval
         self.backoff_initial = backoff_initial
@@ -62,7 +62,10 @@ class Shipper:
         self.stats = ShipperStats()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._idle = threading.Event()  # set while nothing sealed is waiting
+        # wait_idle(): request n is served by a listing that was taken after it was made.
+        self._idle = threading.Condition()
+        self._idle_requested = 0
+        self._idle_served = 0
         self._give_up_at = float("inf")  # during stop(): stop retrying after this monotonic time
         self._next_maintenance = 0.0
         self._thread: threading.Thread | None = None
@@ -76,10 +79,13 @@ class Shipper:
         self._wake.set()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until every sealed segment has been shipped (seal the writer's segment first)."""
-        self._idle.clear()
+        """Block until every segment sealed before this call has been shipped (seal the writer's first)."""
+        with self._idle:
+            self._idle_requested += 1
+            target = self._idle_requested
         self._wake.set()
-        return self._idle.wait(timeout)
+        with self._idle:
+            return self._idle.wait_for(lambda: self._idle_served >= target, timeout)
 
     def stop(self, timeout: float) -> bool:
         """Ship what is sealed for up to ``timeout`` seconds, then stop. True if nothing sealed is left;
@@ -95,6 +101,8 @@ class Shipper:
         return not left
 
     def _sleep(self, seconds: float) -> None:
+        if self._stopping.is_set():  # never sleep past the shutdown deadline
+            seconds = min(seconds, max(0.0, self._give_up_at - time.monotonic()))
         self._wake.wait(seconds)
         self._wake.clear()
 
@@ -166,12 +174,11 @@ class Shipper:
             log.error(
                 "segment %s: %d corrupt, %d undecodable records skipped", name, batch.corrupt_records, bad
             )
-        for n, start in enumerate(range(0, len(events), self.max_rows)):
-            chunk = events[start : start + self.max_rows]
-            if not self._write(chunk, f"{batch.token}:{n}"):
+        if events:
+            if not self._write(events, batch.token):
                 return False
             self.stats.batches += 1
-            self.stats.rows += len(chunk)
+            self.stats.rows += len(events)
         self.reader.ack(name)
         self.stats.segments += 1
         return True
@@ -181,9 +188,13 @@ class Shipper:
             return
         while True:
             self._maintenance()
+            with self._idle:
+                requested = self._idle_requested  # read before listing: that listing answers these
             segments = self.reader.sealed_segments()
             if not segments:
-                self._idle.set()
+                with self._idle:
+                    self._idle_served = max(self._idle_served, requested)
+                    self._idle.notify_all()
                 if self._stopping.is_set():
                     return
                 self._sleep(self.poll_interval)

@@ -291,6 +291,7 @@ def _allocate_seq(directory: Path, *, durable: bool) -> int:
 class _Pending:
     data: bytes
     future: Future[None]
+    records: int = 1
 
 
 class SpoolWriter:
@@ -308,6 +309,7 @@ class SpoolWriter:
         writer: str,
         max_bytes: int,
         segment_max_bytes: int = 8 << 20,
+        segment_max_records: int = 1 << 62,
         segment_max_age: float = 1.0,
         fsync: FsyncPolicy = "always",
         fsync_interval: float = 0.2,
@@ -317,12 +319,15 @@ class SpoolWriter:
             raise ValueError("writer must be 1-64 characters of A-Z a-z 0-9 _ . -")
         if fsync not in ("always", "interval", "never"):
             raise ValueError(f"unknown fsync policy {fsync!r}")
-        if max_bytes <= 0 or segment_max_bytes <= 0 or segment_max_age <= 0 or fsync_interval < 0:
+        if min(max_bytes, segment_max_bytes, segment_max_records, segment_max_age) <= 0 or fsync_interval < 0:
             raise ValueError("spool limits must be positive")
         self.directory = Path(directory)
         self.writer = writer
         self.max_bytes = max_bytes
         self.segment_max_bytes = segment_max_bytes
+        # A segment is one insert: sealing it at a record count keeps inserts at most this many rows
+        # (one append is never split, so a single larger append makes a larger segment).
+        self.segment_max_records = segment_max_records
         self.segment_max_age = segment_max_age
         self.fsync: FsyncPolicy = fsync
         self.fsync_interval = fsync_interval
@@ -345,6 +350,7 @@ class SpoolWriter:
         self._fd: int | None = None
         self._path = self.directory
         self._seg_size = 0
+        self._seg_records = 0
         self._seg_first = 0.0  # monotonic time of the segment's first write
         self._dirty = False  # written but not fsynced ("interval")
         self._last_fsync = 0.0
@@ -387,7 +393,7 @@ class SpoolWriter:
                 raise SpoolClosed(f"spool writer is {self._state}")
             if self._used_locked() + len(data) > self.max_bytes:
                 raise SpoolFull("spool is full")
-            self._queue.append(_Pending(data, future))
+            self._queue.append(_Pending(data, future, len(records)))
             self._queued_bytes += len(data)
             self._cond.notify()
         return future
@@ -519,14 +525,23 @@ class SpoolWriter:
     def _write_group(self, items: list[_Pending]) -> None:
         """Write items in order, as few chunks as segment boundaries allow; seal full segments."""
         chunk: list[_Pending] = []
-        size = 0
+        size = records = 0
         for item in items:
-            if self._seg_size + size > 0 and self._seg_size + size + len(item.data) > self.segment_max_bytes:
+            full = (
+                self._seg_size + size + len(item.data) > self.segment_max_bytes
+                or self._seg_records + records + item.records > self.segment_max_records
+            )
+            if self._seg_size + size > 0 and full:
                 self._commit(chunk, seal=True)
-                chunk, size = [], 0
+                chunk, size, records = [], 0, 0
             chunk.append(item)
             size += len(item.data)
-        self._commit(chunk, seal=self._seg_size + size >= self.segment_max_bytes)
+            records += item.records
+        self._commit(
+            chunk,
+            seal=self._seg_size + size >= self.segment_max_bytes
+            or self._seg_records + records >= self.segment_max_records,
+        )
 
     def _commit(self, chunk: list[_Pending], *, seal: bool) -> None:
         if not chunk:
@@ -544,6 +559,7 @@ class SpoolWriter:
                 self._seg_first = time.monotonic()
             _write_all(self._fd, data)
             self._seg_size += len(data)
+            self._seg_records += sum(item.records for item in chunk)
             with self._cond:
                 self._queued_bytes -= len(data)
                 self._written_total += len(data)
@@ -609,7 +625,7 @@ class SpoolWriter:
             except BaseException:
                 os.close(fd)
                 raise
-            self._fd, self._path, self._seg_size = fd, path, 0
+            self._fd, self._path, self._seg_size, self._seg_records = fd, path, 0, 0
             self._dirty, self._last_fsync = False, time.monotonic()
             return
         raise SpoolError("could not create a new spool segment")
@@ -633,7 +649,7 @@ class SpoolWriter:
                 raise
             log.error("spool writer %s: sealing %s failed: %s", self.writer, path.name, _reason(exc))
         self._fd = None
-        self._seg_size = 0
+        self._seg_size = self._seg_records = 0
         self._dirty = False
         os.close(fd)
 
@@ -653,7 +669,7 @@ class SpoolWriter:
         """Close the open segment as it is; ``seal_orphans`` recovers it once the lock is released."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            self._seg_size = 0
+            self._seg_size = self._seg_records = 0
             self._dirty = False
             os.close(fd)
 
