@@ -127,6 +127,71 @@ def test_seals_by_size(tmp_path: Path) -> None:
     assert read_all(reader) == sent
 
 
+def record_counts(reader: SpoolReader) -> list[int]:
+    return [len(reader.read(name).records) for name in reader.sealed_segments()]
+
+
+def test_seals_at_exactly_max_records_across_small_appends(tmp_path: Path) -> None:
+    w = make_writer(tmp_path, segment_max_records=4)
+    reader = SpoolReader(tmp_path)
+    sent = [b"r%d" % i for i in range(12)]
+    w.append(sent[0:1]).result(5)
+    w.append(sent[1:2]).result(5)
+    assert reader.sealed_segments() == []  # 2 of 4
+    w.append(sent[2:4]).result(5)  # 4 of 4: sealed at once, before the append is acknowledged
+    assert record_counts(reader) == [4]
+    assert not list(tmp_path.glob("*.open"))
+
+    w.append(sent[4:7]).result(5)  # 3 of 4 in a new segment
+    assert record_counts(reader) == [4]
+    w.append(sent[7:9]).result(5)  # would make 5: the 3 are sealed first, the 2 start the next segment
+    assert record_counts(reader) == [4, 3]
+    w.append(sent[9:11]).result(5)  # 2 + 2 = 4: sealed
+    assert record_counts(reader) == [4, 3, 4]
+    w.append(sent[11:12]).result(5)
+    w.close()
+    assert record_counts(reader) == [4, 3, 4, 1]
+    assert read_all(reader) == sent
+
+
+def test_an_append_larger_than_max_records_is_kept_whole_in_one_segment(tmp_path: Path) -> None:
+    w = make_writer(tmp_path, segment_max_records=3)
+    reader = SpoolReader(tmp_path)
+    big = [b"big-%d" % i for i in range(7)]
+    w.append(big).result(5)  # never split: one segment of 7, sealed at once
+    assert record_counts(reader) == [7]
+    w.append([b"one"]).result(5)
+    w.append([b"x-%d" % i for i in range(5)]).result(5)  # the open segment's 1 is sealed on its own first
+    assert record_counts(reader) == [7, 1, 5]
+    assert not list(tmp_path.glob("*.open"))
+    w.close()
+    assert read_all(reader) == [*big, b"one", *(b"x-%d" % i for i in range(5))]
+
+
+def test_seals_at_whichever_of_the_byte_and_record_limits_comes_first(tmp_path: Path) -> None:
+    small = [b"s%03d" % i + b"." * 96 for i in range(12)]  # 100-byte payloads, 108-byte frames
+    large = [b"L%03d" % i + b"." * 296 for i in range(7)]  # 300-byte payloads, 308-byte frames
+    w = make_writer(tmp_path, segment_max_bytes=1000, segment_max_records=5)
+    for record in small:  # 5 records are 540 bytes: the record limit seals
+        w.append([record]).result(5)
+    for record in large:  # 3 records are 924 bytes, a 4th would pass 1000: the byte limit seals
+        w.append([record]).result(5)
+    w.close()
+    reader = SpoolReader(tmp_path)
+    names = reader.sealed_segments()
+    # 5 + 5 small; 2 small + 2 large (832 bytes, a 3rd large would pass 1000); 3 large; the last 2 large
+    assert record_counts(reader) == [5, 5, 4, 3, 2]
+    assert [(tmp_path / n).stat().st_size for n in names] == [540, 540, 832, 924, 616]
+    assert read_all(reader) == small + large
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_invalid_segment_max_records_is_refused(tmp_path: Path, limit: int) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SpoolWriter(tmp_path, writer="main", max_bytes=1 << 20, segment_max_records=limit)
+    assert not list(tmp_path.glob("*.open"))
+
+
 def test_seals_by_age_without_further_appends(tmp_path: Path) -> None:
     w = make_writer(tmp_path, segment_max_age=0.2)
     w.append([b"lonely"]).result(5)
