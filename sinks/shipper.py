@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.metrics import LatencyHistogram
@@ -109,20 +110,27 @@ class Shipper:
     def _retrying(self) -> bool:
         return not (self._stopping.is_set() and time.monotonic() >= self._give_up_at)
 
-    def _ensure_sink(self) -> bool:
+    def _with_retry(self, call: Callable[[], None]) -> bool:
+        """Run ``call`` until it succeeds (True), backing off between tries; False once shutdown gives up."""
         delay = self.backoff_initial
-        while not self.stats.sink_started:
+        while True:
             try:
-                self.sink.start()
-                self.stats.sink_started = True
-                log.info("sink %s started", self.sink.name)
+                call()
+                return True
             except SinkError as exc:
                 self._error(exc, delay)
                 if not self._retrying():
                     return False
                 self._sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
-        return True
+
+    def _start_sink(self) -> None:
+        self.sink.start()
+        self.stats.sink_started = True
+        log.info("sink %s started", self.sink.name)
+
+    def _ensure_sink(self) -> bool:
+        return self.stats.sink_started or self._with_retry(self._start_sink)
 
     def _error(self, exc: SinkError, delay: float) -> None:
         self.stats.errors += 1
@@ -143,27 +151,19 @@ class Shipper:
     def try_start_sink(self) -> bool:
         """One attempt, for start-up: the proxy serves (and spools) even while the sink is down."""
         try:
-            self.sink.start()
+            self._start_sink()
         except SinkError as exc:
             self._error(exc, self.backoff_initial)
             return False
-        self.stats.sink_started = True
         return True
 
     def _write(self, events: list[Event], token: str) -> bool:
-        delay = self.backoff_initial
-        while True:
-            try:
-                t0 = time.perf_counter()
-                self.sink.write(events, token)
-                self.stats.insert_latency.observe(time.perf_counter() - t0)
-                return True
-            except SinkError as exc:
-                self._error(exc, delay)
-                if not self._retrying():
-                    return False
-                self._sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+        def insert() -> None:
+            t0 = time.perf_counter()
+            self.sink.write(events, token)
+            self.stats.insert_latency.observe(time.perf_counter() - t0)
+
+        return self._with_retry(insert)
 
     def _ship(self, name: str) -> bool:
         batch = self.reader.read(name)
