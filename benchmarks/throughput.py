@@ -44,10 +44,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LUA_SCRIPT = BENCH_DIR / "wrk_post.lua"
 
-TARGETS = ("limit", "naive", "beacon", "beacon-interval", "beacon-nofsync")
+TARGETS = ("limit", "naive", "beacon", "beacon-interval", "beacon-nofsync", "beacon-nospool")
 DEFAULT_TARGETS = ("limit", "naive", "beacon")
-# Spool durability variants (--targets beacon,beacon-interval,beacon-nofsync compares them in one run).
+# Spool durability variants (--targets beacon,beacon-interval,beacon-nofsync,beacon-nospool compares them
+# in one run); beacon-nospool is benchmarks/beacon_nospool.py: the same proxy with the spool write removed.
 SPOOL_FSYNC = {"beacon": "always", "beacon-interval": "interval", "beacon-nofsync": "never"}
+BEACON_TARGETS = (*SPOOL_FSYNC, "beacon-nospool")
 SCENARIOS = {"single": 1, "batch": 100}  # name -> events per request
 WARMUP_SECONDS = 2
 READY_TIMEOUT_SECONDS = 90.0
@@ -414,11 +416,14 @@ def make_server(target: str, workdir: Path, cpu: int | None, geoip: list[Path]) 
             str(workdir / "naive"),
         ]
     else:
-        cmd = [py, "-m", "proxy.cli", "serve"]
+        if target == "beacon-nospool":
+            cmd = [py, str(BENCH_DIR / "beacon_nospool.py")]
+        else:
+            cmd = [py, "-m", "proxy.cli", "serve"]
+            env["BEACONPROXY_SPOOL__FSYNC"] = SPOOL_FSYNC[target]
         env["BEACONPROXY_HOST"] = "127.0.0.1"
         env["BEACONPROXY_PORT"] = str(port)
         env["BEACONPROXY_DATA_DIR"] = str(workdir / f"{target}-data")
-        env["BEACONPROXY_SPOOL__FSYNC"] = SPOOL_FSYNC[target]
         if geoip:
             env["BEACONPROXY_GEOIP__DATABASES"] = json.dumps([str(p) for p in geoip])
     return Server(target, pinned(cmd, cpu), env, workdir / f"{target}.log", port)
@@ -564,12 +569,13 @@ def check_beacon(server: Server, data_dir: Path, check: Check) -> dict[str, floa
     deadline = time.monotonic() + FLUSH_TIMEOUT_SECONDS
     pending = -1
     while time.monotonic() < deadline:
-        pending = int(json.loads(http_get(f"{server.url}/readyz", timeout=5.0)[1]).get("pending_rows", -1))
+        ready = json.loads(http_get(f"{server.url}/readyz", timeout=5.0)[1])
+        pending = int(ready["spool_bytes"])  # the open segment seals by age; shipped ones are deleted
         if pending == 0:
             break
         time.sleep(0.25)
     if pending != 0:
-        check.note = f"{pending} rows still pending after {FLUSH_TIMEOUT_SECONDS:.0f}s"
+        check.note = f"{pending} bytes still spooled after {FLUSH_TIMEOUT_SECONDS:.0f}s"
     sql = "SELECT count() AS n, countIf(country != '') AS with_country FROM events"
     row = json.loads(admin_request(server, data_dir, "/admin/query", sql).splitlines()[0])
     check.stored, check.stored_with_country = int(row["n"]), int(row["with_country"])
@@ -622,32 +628,40 @@ def result_of(target: str, scenario: str, run: WrkRun) -> Result:
 
 def print_table(results: list[Result]) -> None:
     header = (
-        f"{'target':<7} {'scenario':<8} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'target':<15} {'scenario':<8} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'non-2xx':>7} {'sock err':>8} {'srv CPU':>7} {'wrk CPU':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.target:<7} {r.scenario:<8} {r.requests_per_s:>9,.0f} {r.events_per_s:>10,.0f} "
+            f"{r.target:<15} {r.scenario:<8} {r.requests_per_s:>9,.0f} {r.events_per_s:>10,.0f} "
             f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non_2xx:>7,} {r.socket_errors:>8,} "
             f"{r.server_cpu_pct:>6.0f}% {r.wrk_cpu_pct:>6.0f}%"
             + (f"  statuses {r.non_2xx_statuses}" if r.non_2xx_statuses else "")
         )
 
 
+# (numerator, baseline) pairs of events/s reported per scenario, when both ran.
+RATIOS = (
+    ("beacon", "limit"),
+    ("beacon", "naive"),
+    ("beacon", "beacon-nospool"),  # what durable acceptance (fsync always) costs
+    ("beacon-interval", "beacon-nospool"),
+    ("beacon-nofsync", "beacon-nospool"),
+    ("beacon", "beacon-interval"),
+)
+
+
 def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
-    """events/s of beacon divided by limit's and naive's, per scenario."""
+    """events/s of one target divided by another's, per scenario (see RATIOS)."""
     by_key = {(r.target, r.scenario): r for r in results}
     out: dict[str, dict[str, float]] = {}
     for scenario in SCENARIOS:
-        beacon = by_key.get(("beacon", scenario))
-        if beacon is None:
-            continue
-        for base in ("limit", "naive"):
-            other = by_key.get((base, scenario))
-            if other is not None and other.events_per_s > 0:
-                out.setdefault(scenario, {})[f"beacon/{base}"] = beacon.events_per_s / other.events_per_s
+        for target, base in RATIOS:
+            mine, other = by_key.get((target, scenario)), by_key.get((base, scenario))
+            if mine is not None and other is not None and other.events_per_s > 0:
+                out.setdefault(scenario, {})[f"{target}/{base}"] = mine.events_per_s / other.events_per_s
     return out
 
 
@@ -737,8 +751,9 @@ def bench_target(
                         f"server CPU {run.server_cpu_pct:.0f}%, wrk CPU {run.wrk_cpu_pct:.0f}%",
                         flush=True,
                     )
-        if target in SPOOL_FSYNC:
-            steps = check_beacon(server, workdir / f"{target}-data", check)
+        if target in BEACON_TARGETS:
+            if target in SPOOL_FSYNC:  # beacon-nospool stores nothing
+                steps = check_beacon(server, workdir / f"{target}-data", check)
             geo = [ln.split(": ", 2)[-1] for ln in server.log_path.read_text().splitlines() if "geoip" in ln]
             print(f"  beacon reported: {'; '.join(geo) or 'no geoip line in its log'}")
         elif target == "naive":
@@ -805,15 +820,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     rat = ratios(results)
     for scenario, values in rat.items():
-        print(f"ratio  {scenario:<7} events/s " + "   ".join(f"{k} = {v:.3f}" for k, v in values.items()))
+        for k, v in values.items():
+            print(f"ratio  {scenario:<7} events/s {k} = {v:.3f}")
     print()
     for target, line in cores.items():
-        print(f"cores  {target:<7} {line}")
+        print(f"cores  {target:<15} {line}")
     for c in checks:
         if c.stored is None:
             continue
         print(
-            f"check  {c.target:<7} answered accepted {c.answered:,} (2xx x events/request {c.ok_events:,}, "
+            f"check  {c.target:<15} answered accepted {c.answered:,} (2xx x events/request {c.ok_events:,}, "
             f"dropped {c.dropped:,})"
             + (f", proxy counted {c.server_accepted:,}" if c.server_accepted is not None else "")
             + f", stored {c.stored:,}; stored - answered = {c.stored - c.answered:,} "
@@ -821,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f" [{c.note}]" if c.note else "")
         )
         if c.stored_with_country is not None and geoip:
-            print(f"geo    {c.target:<7} {c.stored_with_country:,} of {c.stored:,} rows have a country")
+            print(f"geo    {c.target:<15} {c.stored_with_country:,} of {c.stored:,} rows have a country")
     if steps:
         top = sorted(steps.items(), key=lambda kv: -kv[1])[:6]
         print(

@@ -63,10 +63,7 @@ class Shipper:
         self.stats = ShipperStats()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        # wait_idle(): request n is served by a listing that was taken after it was made.
-        self._idle = threading.Condition()
-        self._idle_requested = 0
-        self._idle_served = 0
+        self._progress = threading.Condition()  # notified after each shipped segment and each idle pass
         self._give_up_at = float("inf")  # during stop(): stop retrying after this monotonic time
         self._next_maintenance = 0.0
         self._thread: threading.Thread | None = None
@@ -80,13 +77,19 @@ class Shipper:
         self._wake.set()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until every segment sealed before this call has been shipped (seal the writer's first)."""
-        with self._idle:
-            self._idle_requested += 1
-            target = self._idle_requested
+        """Block until every segment sealed before this call has been shipped (seal the writer's first).
+
+        Segments sealed after the call are not waited for, so steady traffic cannot keep it waiting."""
+        before = set(self.reader.sealed_segments())
         self._wake.set()
-        with self._idle:
-            return self._idle.wait_for(lambda: self._idle_served >= target, timeout)
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: before.isdisjoint(self.reader.sealed_segments()), timeout
+            )
+
+    def _progressed(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
 
     def stop(self, timeout: float) -> bool:
         """Ship what is sealed for up to ``timeout`` seconds, then stop. True if nothing sealed is left;
@@ -181,6 +184,7 @@ class Shipper:
             self.stats.rows += len(events)
         self.reader.ack(name)
         self.stats.segments += 1
+        self._progressed()
         return True
 
     def _run(self) -> None:
@@ -188,13 +192,9 @@ class Shipper:
             return
         while True:
             self._maintenance()
-            with self._idle:
-                requested = self._idle_requested  # read before listing: that listing answers these
             segments = self.reader.sealed_segments()
             if not segments:
-                with self._idle:
-                    self._idle_served = max(self._idle_served, requested)
-                    self._idle.notify_all()
+                self._progressed()
                 if self._stopping.is_set():
                     return
                 self._sleep(self.poll_interval)

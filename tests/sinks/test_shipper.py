@@ -217,6 +217,47 @@ def test_ships_sealed_segments_in_seq_order_and_acks_after_the_sink_confirmed(
     assert shipper.stop(5)
 
 
+class SlowSink(FakeSink):
+    def write(self, batch: Sequence[Event], token: str) -> None:
+        time.sleep(0.01)
+        super().write(batch, token)
+
+
+def test_wait_idle_waits_only_for_segments_sealed_before_the_call_under_steady_traffic(
+    spool_dir: Path, writers: Callable[..., SpoolWriter], shippers: Callable[..., Shipper]
+) -> None:
+    # Segments are sealed about twice as fast as the sink takes them: the spool is never empty, so a
+    # wait for "nothing left" would never end; the segments sealed before the call still get shipped.
+    w = writers()
+    reader = SpoolReader(spool_dir)
+    sink = SlowSink(spool_dir)
+    shipper = shippers(sink, reader)
+    shipper.start()
+    stop = threading.Event()
+
+    def produce() -> None:
+        for n in range(2000):  # bounded: at most ~10 s of traffic
+            if stop.is_set():
+                return
+            seal_events(w, [ev(n)])
+            time.sleep(0.005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        assert wait_for(lambda: len(reader.sealed_segments()) >= 20)
+        before = reader.sealed_segments()
+        assert shipper.wait_idle(20)
+        left = reader.sealed_segments()
+        shipped = set(sink.tokens())
+    finally:
+        stop.set()
+        producer.join()
+    assert {reader.token(n) for n in before} <= shipped
+    assert set(before).isdisjoint(left)
+    assert left, "traffic kept sealing segments: the spool was not empty when wait_idle returned"
+
+
 def test_a_segment_is_deleted_only_once_its_insert_returned(
     spool_dir: Path, writers: Callable[..., SpoolWriter], shippers: Callable[..., Shipper]
 ) -> None:
