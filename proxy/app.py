@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -23,108 +24,18 @@ from starlette.routing import BaseRoute, Route
 from config.settings import Settings
 from proxy import runfile
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
-from proxy.consent import parse_cookie_header
 from proxy.geo import GeoLookup
-from proxy.http import HTTPError, error_response, json_response, read_body, require_admin
+from proxy.http import HTTPError, error_response, json_response, require_admin
+from proxy.ingest import Ingest
 from proxy.metrics import RuntimeCollector
-from proxy.model import DropReason
-from proxy.parse import EventError, RequestError, parse_body, parse_pixel
-from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Role, Runtime, build_runtime
 from proxy.subjects import SubjectService
 from proxy.visitor import consent_withdraw, credentialed_cors, gpc_json, opt_in, opt_out
 from sinks.base import Sink, SinkError
-from sinks.codec import encode_event
-from sinks.spool import SpoolError, SpoolFull
 
 log = logging.getLogger("beaconproxy")
 
-JSON_TYPES = frozenset({"application/json", "text/plain"})
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
-RETRY_AFTER_SECONDS = 5
 SALT_PURGE_SECONDS = 600
-
-
-def request_info(request: Request, rt: Runtime) -> RequestInfo:
-    h = request.headers
-    client = request.client
-    cookie = h.get("cookie")
-    return RequestInfo(
-        peer=client.host if client else None,
-        forwarded=h.get(rt.settings.server.client_ip_header),
-        user_agent=h.get("user-agent", ""),
-        origin=h.get("origin"),
-        accept_language=h.get("accept-language", ""),
-        gpc=h.get("sec-gpc", "").strip() == "1",
-        dnt=h.get("dnt", "").strip() == "1",
-        cookies=parse_cookie_header(cookie) if cookie else {},
-    )
-
-
-def _all_dropped_for(outcome: Outcome, reason: DropReason, valid: int) -> bool:
-    return valid > 0 and not outcome.events and outcome.dropped.get(reason, 0) == valid
-
-
-async def _submit(rt: Runtime, outcome: Outcome) -> None:
-    """Durable before the 202: the events are in the spool (fsynced under fsync = "always")."""
-    if not outcome.events:
-        return
-    try:
-        await asyncio.wrap_future(rt.spool.append([encode_event(e) for e in outcome.events]))
-        rt.spool_refused = False
-    except SpoolFull:
-        rt.spool_refused = True  # /readyz says "not ready" until an append fits again
-        raise HTTPError(
-            503, "spool full: storage is behind, retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        ) from None
-    except SpoolError:
-        log.error("spool append failed: %d events refused", len(outcome.events))
-        raise HTTPError(
-            503, "cannot store events right now", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        ) from None
-
-
-async def post_events(request: Request) -> Response:
-    rt: Runtime = request.app.state.rt
-    rt.metrics.received["events"] += 1
-    headers = credentialed_cors(request, rt)
-    try:
-        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if ctype not in JSON_TYPES:
-            raise HTTPError(415, "Content-Type must be application/json or text/plain")
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
-            raise HTTPError(415, "Content-Encoding is not supported; send the body uncompressed")
-        body = await read_body(request, rt.settings.server.max_body_bytes)
-        try:
-            beacons = parse_body(body, rt.limits)
-        except RequestError as exc:
-            raise HTTPError(400, str(exc)) from None
-        rt.pipeline.count_received("events", beacons)
-        outcome = rt.pipeline.process(request_info(request, rt), beacons)
-        valid = len(beacons) - len(outcome.errors)
-        if valid == 0:
-            rt.metrics.rejected_requests[400] += 1
-            return json_response(
-                400,
-                {"error": "no valid event", "errors": [{"index": i, "error": m} for i, m in outcome.errors]},
-                headers,
-            )
-        if _all_dropped_for(outcome, DropReason.UNKNOWN_SITE, valid):
-            raise HTTPError(404, "unknown site")
-        if _all_dropped_for(outcome, DropReason.ORIGIN_NOT_ALLOWED, valid):
-            raise HTTPError(403, "origin not allowed for this site")
-        await _submit(rt, outcome)
-    except HTTPError as exc:
-        rt.metrics.rejected_requests[exc.status] += 1
-        return error_response(exc.status, exc.message, {**headers, **exc.headers})
-    body_out: dict[str, Any] = {"accepted": len(outcome.events), "dropped": sum(outcome.dropped.values())}
-    if outcome.errors:
-        body_out["errors"] = [{"index": i, "error": m} for i, m in outcome.errors]
-    return json_response(202, body_out, headers)
 
 
 async def preflight(request: Request) -> Response:
@@ -141,27 +52,6 @@ async def preflight(request: Request) -> Response:
             "Access-Control-Max-Age": "86400",
         },
     )
-
-
-async def pixel(request: Request) -> Response:
-    rt: Runtime = request.app.state.rt
-    rt.metrics.received["pixel"] += 1
-    try:
-        try:
-            beacon = parse_pixel(request.query_params, request.headers.get("referer"), rt.limits)
-        except EventError as exc:
-            raise HTTPError(400, str(exc)) from None
-        rt.pipeline.count_received("pixel", [beacon])
-        outcome = rt.pipeline.process(request_info(request, rt), [beacon])
-        if _all_dropped_for(outcome, DropReason.UNKNOWN_SITE, 1):
-            raise HTTPError(404, "unknown site")
-        if _all_dropped_for(outcome, DropReason.ORIGIN_NOT_ALLOWED, 1):
-            raise HTTPError(403, "origin not allowed for this site")
-        await _submit(rt, outcome)
-    except HTTPError as exc:
-        rt.metrics.rejected_requests[exc.status] += 1
-        return error_response(exc.status, exc.message, exc.headers)
-    return Response(GIF, media_type="image/gif", headers={"Cache-Control": "no-store, max-age=0"})
 
 
 async def metrics(request: Request) -> Response:
@@ -213,11 +103,10 @@ async def load_suppressions(subjects: SubjectService) -> None:
 
 
 def ingest_routes() -> list[Route]:
-    """What every process serves itself: ingestion, the visitor's opt-out, health."""
+    """What every process serves itself besides ingestion: preflight, the visitor's opt-out, health."""
     return [
-        Route("/v1/events", post_events, methods=["POST"]),
+        # POST /v1/events and GET /v1/pixel.gif are served before routing, by proxy.ingest.Ingest.
         Route("/v1/events", preflight, methods=["OPTIONS"]),
-        Route("/v1/pixel.gif", pixel, methods=["GET"]),
         Route("/v1/opt-out", opt_out, methods=["GET"]),
         Route("/v1/opt-in", opt_in, methods=["GET"]),
         Route("/v1/consent/withdraw", preflight, methods=["OPTIONS"]),
@@ -320,7 +209,12 @@ def create_app(
             rt.geo.close()
 
     routes: list[BaseRoute] = [*ingest_routes(), *(extra_routes if role == "worker" else store_routes())]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(Ingest, rt=rt)],
+        lifespan=lifespan,
+        exception_handlers={Exception: internal_error},
+    )
     app.state.rt = rt
     if rt.shipper is not None:
         shipper = rt.shipper

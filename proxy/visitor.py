@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from proxy.http import HTTPError, error_response, json_response, read_json_object
 from proxy.runtime import Runtime
+from proxy.sites import SiteRegistry
 from proxy.subjects import SubjectError, SubjectUnavailable
 from sinks.base import SinkError
 
@@ -18,8 +19,11 @@ GPC_DECLARATION = {"gpc": True, "lastUpdate": "2026-11-22"}
 
 def credentialed_cors(request: Request, rt: Runtime, site: str | None = None) -> dict[str, str]:
     """Echo an allowed Origin with credentials, so cookies flow on cross-origin beacons and calls."""
-    origin = request.headers.get("origin")
-    sites = rt.pipeline.services.sites
+    return cors_for_origin(request.headers.get("origin"), rt.pipeline.services.sites, site)
+
+
+def cors_for_origin(origin: str | None, sites: SiteRegistry, site: str | None = None) -> dict[str, str]:
+    """The CORS headers for ``origin``: echoed with credentials if ``site`` (or any site) allows it."""
     if origin is None:
         return {}
     entry = sites.get(site) if site else None

@@ -13,7 +13,8 @@ from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
 
 from config.settings import Settings
-from proxy.app import GIF, create_app
+from proxy.app import create_app
+from proxy.ingest import GIF
 from tests.conftest import CHROME_UA, stored_rows
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}

@@ -1,0 +1,263 @@
+"""The ingestion endpoints, served as plain ASGI in front of Starlette's routing.
+
+``POST /v1/events`` and ``GET /v1/pixel.gif`` are the hot path: per request they read a handful of
+headers straight from the ASGI scope, read the bounded body, run the pipeline, spool what it accepted and
+answer. Starlette's ``Request``/``Response`` objects and router cost about as much per request as all of
+that, so they are skipped here; everything else (preflight, opt-out, health, admin) stays in Starlette.
+
+Same contract as every route: a parse error is a 4xx whose message never quotes the request, a drop is
+a 202 with the reason counted, an accepted event is in the spool before the 202. Responses and logs
+never carry the client's IP, User-Agent, identifiers or payload values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from proxy.consent import parse_cookie_header
+from proxy.http import HTTPError
+from proxy.model import DropReason
+from proxy.parse import EventError, RequestError, parse_body, parse_pixel
+from proxy.pipeline import Outcome, RequestInfo
+from proxy.runtime import Runtime
+from proxy.visitor import cors_for_origin
+from sinks.codec import encode_event
+from sinks.spool import SpoolError, SpoolFull
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("beaconproxy")
+
+JSON_TYPES = frozenset({"application/json", "text/plain"})
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+RETRY_AFTER_SECONDS = 5
+# The request headers the ingestion endpoints read; all others are never decoded.
+_WANTED = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "content-length",
+        "user-agent",
+        "origin",
+        "accept-language",
+        "sec-gpc",
+        "dnt",
+        "cookie",
+        "referer",
+    }
+)
+_JSON = (b"content-type", b"application/json")
+_GIF = (b"content-type", b"image/gif")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+
+
+class Disconnected(Exception):
+    """The client went away before its body was read: there is nobody to answer."""
+
+
+def read_headers(scope: Scope, ip_header: str) -> dict[str, str]:
+    """The wanted headers, decoded as latin-1 like every ASGI framework does. The first value of a
+    repeated header wins, except the client-IP header, whose values are joined in order (RFC 9110
+    list semantics): a second X-Forwarded-For line appended by a proxy must not hide behind the first."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1")
+        if name == ip_header:
+            value = raw_value.decode("latin-1")
+            out[name] = f"{out[name]}, {value}" if name in out else value
+        elif name in _WANTED and name not in out:
+            out[name] = raw_value.decode("latin-1")
+    return out
+
+
+def request_info(scope: Scope, headers: dict[str, str], ip_header: str) -> RequestInfo:
+    client = scope.get("client")
+    cookie = headers.get("cookie")
+    return RequestInfo(
+        peer=client[0] if client else None,
+        forwarded=headers.get(ip_header),
+        user_agent=headers.get("user-agent", ""),
+        origin=headers.get("origin"),
+        accept_language=headers.get("accept-language", ""),
+        gpc=headers.get("sec-gpc", "").strip() == "1",
+        dnt=headers.get("dnt", "").strip() == "1",
+        cookies=parse_cookie_header(cookie) if cookie else {},
+    )
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header or bytes read)."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, "invalid Content-Length")
+        if int(declared) > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+    message = await receive()
+    if message["type"] != "http.request":
+        raise Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message
+        if len(body) > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        return body
+    chunks, size = [body], len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _all_dropped_for(outcome: Outcome, reason: DropReason, valid: int) -> bool:
+    return valid > 0 and not outcome.events and outcome.dropped.get(reason, 0) == valid
+
+
+async def submit(rt: Runtime, outcome: Outcome) -> None:
+    """Durable before the 202: the events are in the spool (fsynced under fsync = "always")."""
+    if not outcome.events:
+        return
+    try:
+        await asyncio.wrap_future(rt.spool.append([encode_event(e) for e in outcome.events]))
+        rt.spool_refused = False
+    except SpoolFull:
+        rt.spool_refused = True  # /readyz says "not ready" until an append fits again
+        raise HTTPError(
+            503, "spool full: storage is behind, retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
+    except SpoolError:
+        log.error("spool append failed: %d events refused", len(outcome.events))
+        raise HTTPError(
+            503, "cannot store events right now", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
+
+
+def _refuse_dropped_request(outcome: Outcome, valid: int) -> None:
+    if _all_dropped_for(outcome, DropReason.UNKNOWN_SITE, valid):
+        raise HTTPError(404, "unknown site")
+    if _all_dropped_for(outcome, DropReason.ORIGIN_NOT_ALLOWED, valid):
+        raise HTTPError(403, "origin not allowed for this site")
+
+
+async def _send(
+    send: Send, status: int, body: bytes, content_type: tuple[bytes, bytes], headers: dict[str, str]
+) -> None:
+    raw = [content_type, (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, doc: Any, headers: dict[str, str]) -> None:
+    await _send(send, status, orjson.dumps(doc), _JSON, headers)
+
+
+class Ingest:
+    """ASGI middleware: the ingestion endpoints before the router, everything else passed on."""
+
+    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+        self.ip_header = rt.settings.server.client_ip_header.lower()
+        self.max_body = rt.settings.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            if path == "/v1/events" and method == "POST":
+                return await self._guarded(self.events, scope, receive, send)
+            if path == "/v1/pixel.gif":
+                if method in ("GET", "HEAD"):
+                    return await self._guarded(self.pixel, scope, receive, send)
+                return await _send(send, 405, b"Method Not Allowed", _TEXT, {"Allow": "GET, HEAD"})
+        await self.app(scope, receive, send)
+
+    async def _guarded(
+        self,
+        handler: Callable[[Scope, Receive, Send], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        try:
+            await handler(scope, receive, send)
+        except Disconnected:
+            return
+        except Exception as exc:
+            # The exception text may quote request data: log only where it happened.
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+            log.error("internal error %s at %s on %s", type(exc).__name__, where, scope["path"])
+            await _send_json(send, 500, {"error": "internal error"}, {})
+
+    async def events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.rt
+        rt.metrics.received["events"] += 1
+        headers = read_headers(scope, self.ip_header)
+        cors = cors_for_origin(headers.get("origin"), rt.pipeline.services.sites)
+        try:
+            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype not in JSON_TYPES:
+                raise HTTPError(415, "Content-Type must be application/json or text/plain")
+            if headers.get("content-encoding", "identity").strip().lower() != "identity":
+                raise HTTPError(415, "Content-Encoding is not supported; send the body uncompressed")
+            body = await read_body(receive, headers, self.max_body)
+            try:
+                beacons = parse_body(body, rt.limits)
+            except RequestError as exc:
+                raise HTTPError(400, str(exc)) from None
+            rt.pipeline.count_received("events", beacons)
+            outcome = rt.pipeline.process(request_info(scope, headers, self.ip_header), beacons)
+            valid = len(beacons) - len(outcome.errors)
+            if valid == 0:
+                rt.metrics.rejected_requests[400] += 1
+                errors = [{"index": i, "error": m} for i, m in outcome.errors]
+                return await _send_json(send, 400, {"error": "no valid event", "errors": errors}, cors)
+            _refuse_dropped_request(outcome, valid)
+            await submit(rt, outcome)
+        except HTTPError as exc:
+            rt.metrics.rejected_requests[exc.status] += 1
+            return await _send_json(send, exc.status, {"error": exc.message}, {**cors, **exc.headers})
+        answer: dict[str, Any] = {"accepted": len(outcome.events), "dropped": sum(outcome.dropped.values())}
+        if outcome.errors:
+            answer["errors"] = [{"index": i, "error": m} for i, m in outcome.errors]
+        await _send_json(send, 202, answer, cors)
+
+    async def pixel(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.rt
+        rt.metrics.received["pixel"] += 1
+        headers = read_headers(scope, self.ip_header)
+        try:
+            params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            try:
+                beacon = parse_pixel(params, headers.get("referer"), rt.limits)
+            except EventError as exc:
+                raise HTTPError(400, str(exc)) from None
+            rt.pipeline.count_received("pixel", [beacon])
+            outcome = rt.pipeline.process(request_info(scope, headers, self.ip_header), [beacon])
+            _refuse_dropped_request(outcome, 1)
+            await submit(rt, outcome)
+        except HTTPError as exc:
+            rt.metrics.rejected_requests[exc.status] += 1
+            return await _send_json(send, exc.status, {"error": exc.message}, exc.headers)
+        await _send(send, 200, GIF, _GIF, {"Cache-Control": "no-store, max-age=0"})
