@@ -109,7 +109,7 @@ class Pseudonymizer:
 
     def __call__(self, site: str, kind: str, value: str) -> str:
         msg = f"{site}\x00{kind}\x00{value}".encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._key, msg, "sha256").hex()[:32]  # one-shot: no HMAC object per call
 
 
 class SiteKeys:
@@ -146,4 +146,4 @@ class SiteKeys:
     def subject(self, site: str, kind: str, value: str) -> str:
         """Stable across key rotation: identifies a blocked subject without storing the identifier."""
         msg = f"subject\x00{site}\x00{kind}\x00{value}".encode("utf-8", "surrogatepass")
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._secret, msg, "sha256").hex()[:32]

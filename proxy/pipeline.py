@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -237,16 +238,22 @@ def _cookie_signal(site: Site, cookies: dict[str, str]) -> ConsentSignal:
     return DENIED if signal == SILENT else signal
 
 
+@lru_cache(maxsize=4096)  # keys are small closed values: at most 81 x 17 x 2 per site's defaults
+def _settle_consent(
+    cookie: ConsentSignal, beacon: Consent | None, defaults: ConsentSignal, gpc: bool
+) -> Consent:
+    sources = [cookie] if beacon is None else [cookie, ConsentSignal.from_consent(beacon)]
+    c = combine(sources, defaults)
+    if gpc and c.marketing:  # Global Privacy Control withdraws marketing consent
+        c = Consent(c.analytics, c.preferences, False, c.precise_location)
+    return c
+
+
 def put_consent(d: Draft, s: Services) -> Draft | Dropped:
     """Beacon, consent cookie and site defaults; the most restrictive answer wins; GPC withdraws marketing."""
     assert d.site is not None
-    sources = [_cookie_signal(d.site, d.visit.info.cookies)]
-    if d.beacon.consent is not None:
-        sources.append(ConsentSignal.from_consent(d.beacon.consent))
-    c = combine(sources, d.site.consent_defaults)
-    if d.visit.info.gpc and c.marketing:  # Global Privacy Control withdraws marketing consent
-        c = Consent(c.analytics, c.preferences, False, c.precise_location)
-    d.consent = c
+    cookie = _cookie_signal(d.site, d.visit.info.cookies)
+    d.consent = _settle_consent(cookie, d.beacon.consent, d.site.consent_defaults, d.visit.info.gpc)
     return d
 
 
