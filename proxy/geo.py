@@ -8,9 +8,13 @@ Privacy contract
   (state / province).  The city is only returned when the operator enables it
   (``with_city=True``).  Latitude, longitude, postcode, time zone and every
   other field of the database record are dropped here and never leave this module.
-* Results are memoised in a bounded LRU cache keyed by the packed address, so the
-  cache holds up to ``cache_size`` full client addresses in memory (never on disk).
-  :meth:`GeoLookup.close` empties it.
+* Results are memoised in a bounded LRU cache keyed by the *truncated* address (the
+  prefix that is stored anyway, ``privacy.ipv4_prefix_bits`` / ``ipv6_prefix_bits``),
+  never by the full one: the full client address lives only for the request. A result
+  is cached only when the database record that answered covers the whole truncated
+  prefix (its network is no more specific than the prefix), so a cache hit is exactly
+  what a full-address lookup would answer; addresses in finer-grained networks are
+  looked up every time. :meth:`GeoLookup.close` empties the cache.
 
 Supported schemas (detected per record, so one reader handles either)
 ---------------------------------------------------------------------
@@ -32,10 +36,10 @@ rewrite it in place) and restart the proxy to pick it up.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -44,6 +48,8 @@ from typing import Final, NamedTuple
 
 import maxminddb
 from maxminddb.types import Record
+
+from proxy.clientip import truncate
 
 __all__ = ["UNKNOWN", "CacheStats", "GeoLookup", "GeoResult", "find_databases"]
 
@@ -63,12 +69,14 @@ UNKNOWN: Final[GeoResult] = GeoResult()
 
 
 class CacheStats(NamedTuple):
-    """Statistics of the lookup cache (same fields as ``functools.lru_cache``)."""
+    """Statistics of the lookup cache (``functools.lru_cache``'s fields, and ``uncacheable``: misses
+    whose answer came from a network finer than the cache's prefix, so it was not cached)."""
 
     hits: int
     misses: int
     maxsize: int
     currsize: int
+    uncacheable: int = 0
 
 
 def _c_extension_available() -> bool:
@@ -216,18 +224,23 @@ class _Resolver:
         self.with_city = with_city
         self.interned: dict[tuple[str, str, str], GeoResult] = {}
 
-    def resolve(self, packed: bytes) -> GeoResult:
+    def resolve(self, packed: bytes) -> tuple[GeoResult, int]:
+        """The answer, and the longest network prefix behind it: every database consulted answers the
+        same for all addresses sharing that many leading bits (129 when that is unknown: a failure)."""
         address: str | IPv6Address
         if len(packed) == 4:
             address, sources = _ntop(_AF_INET, packed), self.v4
         else:
             address, sources = IPv6Address(packed), self.v6
+        prefix = 0
         for source in sources:
             try:
-                record = source.reader.get(address)
+                record, source_prefix = source.reader.get_with_prefix_len(address)
             except Exception as exc:
                 source.failed(exc)
+                prefix = 129  # never cached: the next lookup tries this database again
                 continue
+            prefix = max(prefix, source_prefix)
             if record is None:
                 continue
             fields = _from_record(record, self.with_city)
@@ -238,8 +251,8 @@ class _Resolver:
                 if len(self.interned) >= _MAX_INTERNED:
                     self.interned.clear()
                 result = self.interned[fields] = GeoResult(*fields)
-            return result
-        return UNKNOWN
+            return result, prefix
+        return UNKNOWN, prefix
 
 
 class GeoLookup:
@@ -249,8 +262,9 @@ class GeoLookup:
     unreadable or invalid file raises ``ValueError`` naming the path; no paths
     gives a disabled lookup that answers :data:`UNKNOWN`.
 
-    The LRU cache (``cache_size`` entries, ``0`` disables it) holds full client
-    addresses in memory only; :meth:`close` clears it.
+    The LRU cache (``cache_size`` entries, ``0`` disables it) is keyed by the address
+    truncated to ``cache_prefix_bits`` (IPv4, IPv6) and holds only answers that hold for
+    that whole prefix; :meth:`close` clears it.
     """
 
     def __init__(
@@ -259,13 +273,19 @@ class GeoLookup:
         *,
         with_city: bool = False,
         cache_size: int = 65536,
+        cache_prefix_bits: tuple[int, int] = (24, 48),
     ) -> None:
         if isinstance(paths, str | bytes | os.PathLike):
             raise TypeError("paths must be a sequence of paths, not a single path")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an integer >= 0, got {cache_size!r}")
+        v4_bits, v6_bits = cache_prefix_bits
+        if not (0 <= v4_bits <= 32 and 0 <= v6_bits <= 128):
+            raise ValueError(f"cache_prefix_bits must be within (0..32, 0..128), got {cache_prefix_bits!r}")
         self._with_city = with_city
         self._cache_size = cache_size
+        self._v4_bits, self._v6_bits = v4_bits, v6_bits
+        self._hits = self._misses = self._uncacheable = 0
         sources: list[_Source] = []
         if paths:
             mode = maxminddb.MODE_MMAP_EXT
@@ -283,32 +303,47 @@ class GeoLookup:
                     source.reader.close()
                 raise
         self._sources: tuple[_Source, ...] = tuple(sources)
-        self._cache: functools._lru_cache_wrapper[GeoResult] | None = None
-        if sources:
-            resolver = _Resolver(sources, with_city)
-            self._cache = functools.lru_cache(maxsize=cache_size)(resolver.resolve)
+        self._resolver = _Resolver(sources, with_city) if sources else None
+        self._cache: OrderedDict[bytes, GeoResult] = OrderedDict()
 
     def lookup(self, packed: bytes) -> GeoResult:
         """Location of a 4-byte (IPv4) or 16-byte (IPv6) packed address.
 
         Never raises: anything that cannot be looked up answers ``UNKNOWN``.
         """
-        cache = self._cache
-        if cache is None:
+        resolver = self._resolver
+        if resolver is None:
             return UNKNOWN
         try:
             if type(packed) is not bytes:  # bytearray / memoryview: make it hashable
                 packed = bytes(packed)
-            if len(packed) != 4 and len(packed) != 16:
+            n = len(packed)
+            if n != 4 and n != 16:
                 return UNKNOWN
-            return cache(packed)
+            bits = self._v4_bits if n == 4 else self._v6_bits
+            key = truncate(packed, self._v4_bits, self._v6_bits)
+            cache = self._cache
+            cached = cache.get(key)
+            if cached is not None:
+                cache.move_to_end(key)
+                self._hits += 1
+                return cached
+            self._misses += 1
+            result, prefix = resolver.resolve(packed)
+            if prefix > bits:  # a finer network than the prefix: other addresses in it may differ
+                self._uncacheable += 1
+            elif self._cache_size:
+                if len(cache) >= self._cache_size:
+                    cache.popitem(last=False)
+                cache[key] = result
+            return result
         except Exception:
             return UNKNOWN
 
     @property
     def enabled(self) -> bool:
         """True when at least one database is open."""
-        return self._cache is not None
+        return self._resolver is not None
 
     @property
     def with_city(self) -> bool:
@@ -319,18 +354,13 @@ class GeoLookup:
         return [source.describe() for source in self._sources]
 
     def cache_info(self) -> CacheStats:
-        cache = self._cache
-        if cache is None:
-            return CacheStats(0, 0, self._cache_size, 0)
-        info = cache.cache_info()
-        return CacheStats(info.hits, info.misses, self._cache_size, info.currsize)
+        return CacheStats(self._hits, self._misses, self._cache_size, len(self._cache), self._uncacheable)
 
     def close(self) -> None:
-        """Forget every cached address and close the databases. Idempotent."""
-        cache, self._cache = self._cache, None
+        """Forget every cached prefix and close the databases. Idempotent."""
+        self._resolver = None
+        self._cache.clear()
         sources, self._sources = self._sources, ()
-        if cache is not None:
-            cache.cache_clear()
         for source in sources:
             source.reader.close()
 

@@ -73,7 +73,12 @@ def build_runtime(
     data.mkdir(parents=True, exist_ok=True)
     if geo is None:
         paths = list(settings.geoip.databases) or find_databases(settings.geoip_dir)
-        geo = GeoLookup(paths, with_city=settings.geoip.city, cache_size=settings.geoip.cache_size)
+        geo = GeoLookup(
+            paths,
+            with_city=settings.geoip.city,
+            cache_size=settings.geoip.cache_size,
+            cache_prefix_bits=(settings.privacy.ipv4_prefix_bits, settings.privacy.ipv6_prefix_bits),
+        )
     if sink is None and role != "worker":
         sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
     metrics = Metrics()

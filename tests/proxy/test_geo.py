@@ -22,10 +22,12 @@ from tests.support.mmdb import (
     GEO_TABLE,
     NETWORKS,
     ODD_TABLE,
+    SPLIT_TABLE,
     UNKNOWN_IPS,
     write_dbip_flat,
     write_geoip2_city,
     write_odd_records,
+    write_split_networks,
 )
 
 REAL_GEOIP_ENV = "BEACONPROXY_TEST_REAL_GEOIP_DIR"
@@ -41,13 +43,22 @@ class Dbs:
     dbip_v4: Path
     dbip_v6: Path
     odd: Path
+    split: Path
 
 
 @pytest.fixture(scope="module")
 def dbs(tmp_path_factory: pytest.TempPathFactory) -> Dbs:
     d = tmp_path_factory.mktemp("mmdb")
     v4, v6 = write_dbip_flat(d / "dbip-city-ipv4.mmdb", d / "dbip-city-ipv6.mmdb")
-    return Dbs(write_geoip2_city(d / "geoip2-city.mmdb"), v4, v6, write_odd_records(d / "odd.mmdb"))
+    split = d / "split"  # its own folder: the find_databases tests list d
+    split.mkdir()
+    return Dbs(
+        write_geoip2_city(d / "geoip2-city.mmdb"),
+        v4,
+        v6,
+        write_odd_records(d / "odd.mmdb"),
+        write_split_networks(split / "split.mmdb"),
+    )
 
 
 SCHEMAS = ("geoip2", "dbip")
@@ -235,6 +246,74 @@ def test_cache_is_bounded(dbs: Dbs, open_lookup: list[GeoLookup]) -> None:
     lookup.lookup(packed(ips[0]))
     assert lookup.cache_info().misses == 6
     assert lookup.cache_info().currsize == 2
+
+
+def test_cache_is_keyed_by_the_truncated_address_never_the_full_one(
+    dbs: Dbs, open_lookup: list[GeoLookup]
+) -> None:
+    lookup = make(open_lookup, [dbs.dbip_v4, dbs.dbip_v6])
+    first = lookup.lookup(packed("203.0.113.10"))
+    neighbour = lookup.lookup(packed("203.0.113.77"))  # same /24: one cache entry answers both
+    v6 = lookup.lookup(packed("2001:db8:1::10"))
+    assert first == neighbour == GeoResult(*GEO_TABLE["203.0.113.10"][:2], "")
+    assert v6.country == "FR"
+    info = lookup.cache_info()
+    assert (info.hits, info.misses, info.currsize, info.uncacheable) == (1, 2, 2, 0)
+    keys = set(lookup._cache)
+    assert keys == {packed("203.0.113.0"), packed("2001:db8:1::")}
+
+
+@pytest.mark.parametrize("bits", [(16, 32), (24, 48), (32, 128)])
+def test_cache_prefix_follows_the_truncation_setting(
+    dbs: Dbs, open_lookup: list[GeoLookup], bits: tuple[int, int]
+) -> None:
+    lookup = make(open_lookup, [dbs.dbip_v4, dbs.dbip_v6], cache_prefix_bits=bits)
+    for ip in GEO_TABLE:
+        assert lookup.lookup(packed(ip)) == GeoResult(*GEO_TABLE[ip][:2], "")
+    for key in lookup._cache:
+        width = 32 if len(key) == 4 else 128
+        kept = bits[0] if len(key) == 4 else bits[1]
+        assert int.from_bytes(key, "big") & ((1 << (width - kept)) - 1) == 0  # host bits are zero
+
+
+def test_answers_from_networks_finer_than_the_prefix_are_exact_and_not_cached(
+    dbs: Dbs, open_lookup: list[GeoLookup]
+) -> None:
+    lookup = make(open_lookup, [dbs.split])
+    for _ in range(2):
+        for ip, country in SPLIT_TABLE.items():
+            assert lookup.lookup(packed(ip)).country == country  # as a full-address lookup answers
+    info = lookup.cache_info()
+    assert (info.hits, info.currsize, info.uncacheable) == (0, 0, 8)
+    # With the cache prefix as fine as the networks, the same answers are cached.
+    fine = make(open_lookup, [dbs.split], cache_prefix_bits=(25, 56))
+    for _ in range(2):
+        for ip, country in SPLIT_TABLE.items():
+            assert fine.lookup(packed(ip)).country == country
+    assert fine.cache_info().hits == 4
+
+
+def test_cached_answers_agree_with_uncached_ones(dbs: Dbs, open_lookup: list[GeoLookup]) -> None:
+    cached = make(open_lookup, [dbs.split, dbs.dbip_v4, dbs.dbip_v6])
+    plain = make(open_lookup, [dbs.split, dbs.dbip_v4, dbs.dbip_v6], cache_size=0)
+    rng = random.Random(7)
+    bases = [*GEO_TABLE, *SPLIT_TABLE, *UNKNOWN_IPS]
+    sample = []
+    for base in bases:
+        address = ipaddress.ip_address(base)
+        span = 256 if address.version == 4 else 1 << 80
+        for _ in range(20):
+            sample.append((int(address) & ~(span - 1)) + rng.randrange(span))
+    for value in sample * 2:
+        ip = ipaddress.ip_address(value) if value > 0xFFFFFFFF else ipaddress.IPv4Address(value)
+        assert cached.lookup(ip.packed) == plain.lookup(ip.packed)
+    assert cached.cache_info().hits > 0
+
+
+@pytest.mark.parametrize("bits", [(-1, 48), (33, 48), (24, 129)])
+def test_bad_cache_prefix_bits(dbs: Dbs, bits: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="cache_prefix_bits"):
+        GeoLookup([dbs.geoip2], cache_prefix_bits=bits)
 
 
 def test_cache_size_zero_disables_cache(dbs: Dbs, open_lookup: list[GeoLookup]) -> None:

@@ -258,3 +258,30 @@ def write_odd_records(path: Path) -> Path:
         writer.insert_network(IPSet([ip.replace("::1", "::/48")]), record)
     writer.to_db_file(str(path))
     return path
+
+
+#: Networks finer than the default truncation (/24, /48): sample IP -> country. Two halves of one /24
+#: and two /56s of one /48 answer differently, so a cache keyed by the truncated address must not
+#: merge them.
+SPLIT_TABLE: dict[str, str] = {
+    "198.51.100.20": "DE",  # 198.51.100.0/25
+    "198.51.100.200": "AT",  # 198.51.100.128/25
+    "2001:db8:5:100::1": "FR",  # 2001:db8:5:100::/56
+    "2001:db8:5:200::1": "BE",  # 2001:db8:5:200::/56
+}
+
+
+def write_split_networks(path: Path) -> Path:
+    """DB-IP-schema IPv6 database (answers IPv4 too, via ::/96) whose records are finer than /24, /48."""
+    writer = _FixedEpochWriter(
+        ip_version=6, database_type="split", description="Beacon Proxy split networks", ipv4_compatible=True
+    )
+    for network, country in (
+        ("198.51.100.0/25", "DE"),
+        ("198.51.100.128/25", "AT"),
+        ("2001:db8:5:100::/56", "FR"),
+        ("2001:db8:5:200::/56", "BE"),
+    ):
+        writer.insert_network(IPSet([network]), {"country_code": country, "state1": "", "city": ""})
+    writer.to_db_file(str(path))
+    return path
