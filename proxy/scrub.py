@@ -55,7 +55,24 @@ configuration):
 
 All patterns are compiled once and linear in the input length (possessive quantifiers plus look-behind
 guards: a failed match never rescans its run). Each pattern only runs when a cheap check shows the
-input could match (an ``@``, two ``:``, three ``.``, ...).
+input could match (an ``@``, two ``:``, three ``.``, ...), and a string that no pattern can match skips
+them all (no ``@``, ``%`` or ``eyJ``, nothing shaped like a UUID or an IPv4 address, fewer than two ``:``
+and, from 24 characters on, no ASCII letter next to a digit). A URL of the common shape (lower-case
+``http://``/``https://``, ASCII host without brackets, no tab or line break) is split directly, with the
+result ``urllib.parse.urlsplit`` would give; any other goes through ``urlsplit``, called past its
+``lru_cache`` so that the standard library keeps no raw URL after the call either.
+
+Caches: each ``Scrubber`` remembers what it would otherwise work out again, in dicts of at most 4096
+entries (emptied when full) with keys of at most 256 characters: text and URL paths that came back
+unchanged from the full check, ``host[:port]`` per authority, property-key decisions, query-parameter-name
+decisions and allow-listed ``name=value`` query fields. The rule for all of them: **only a string in which
+nothing was redacted is cached**: text or a path whose scrubbed form is itself; a property key that
+``text`` leaves unchanged (kept or denied); a query parameter name kept as it is, or, for a dropped
+parameter, one that no pattern could match; a host that is not an IP literal, from an authority without
+userinfo; a kept ``name=value`` with nothing decoded, redacted or escaped. Anything in which an e-mail,
+IP, token, id, userinfo or session parameter was found, the value of any dropped parameter and every
+click-id value live only as long as the call. Results never depend on the caches: a cached answer is
+the one the full computation gives.
 
 Known limits: detection is pattern-based. Names, street addresses, phone numbers and card numbers in
 free text are not recognised (property keys such as ``phone`` or ``address`` are dropped, though). Host
@@ -68,9 +85,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, unquote_plus, urlsplit
+from typing import TypeVar
+from urllib.parse import SplitResult, quote, unquote, unquote_plus, urlsplit
 
 __all__ = [
     "DEFAULT_CLICK_ID_PARAMS",
@@ -185,6 +203,10 @@ _MAX_DECODE_LAYERS = 3
 _MAX_REDACT_PASSES = 4
 # Longest textual IPv6 address: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" (45) plus brackets.
 _IPV6_MAX_LEN = 47
+# Entries per cache of a Scrubber (see "Caches" in the module docstring); a full cache is emptied.
+_CACHE_MAX_ENTRIES = 4096
+# Longer keys are not cached (they rarely repeat), which bounds a cache's memory too.
+_CACHE_MAX_KEY_LENGTH = 256
 
 # Characters left as they are when (re-)encoding. "[" and "]" stay literal so placeholders read well (the
 # WHATWG URL Standard leaves them unescaped in paths and queries too).
@@ -220,6 +242,17 @@ _PORT_RE = re.compile(r"[0-9]{1,5}")
 _FORBIDDEN_HOST_RE = re.compile(r"[\x00-\x20\x7f\"#%/:<>?@\[\\\]^`{|}]")
 # WHATWG: a host whose last label is a number is parsed as IPv4 ("http://3232235777/", "http://0x7f.1/").
 _NUMERIC_LABEL_RE = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+# Fast-path checks (see _nothing_to_redact, _PLAIN_PATH_RE).
+_SUSPECT_CHAR_RE = re.compile(r"[0-9@%:]")
+_UUID_HINT_RE = re.compile(r"-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-")  # the 2nd and 3rd groups of any UUID
+_LETTER_DIGIT_RE = re.compile(r"[0-9](?:(?<=[A-Za-z][0-9])|(?=[A-Za-z]))")  # an ASCII digit next to a letter
+# Strings that quote() returns unchanged: unreserved characters plus _PATH_SAFE ("%" and ";" left out:
+# they need a closer look) and plus _QUERY_SAFE.
+_PLAIN_PATH_RE = re.compile(r"[A-Za-z0-9_.~!$&'()*+,=:@/\[\]-]*")
+_PLAIN_QUERY_RE = re.compile(r"[A-Za-z0-9_.~!$'()*,:@/?\[\]-]*")
+# Where the authority of "scheme://authority..." ends, as urlsplit finds it.
+_AUTHORITY_END_RE = re.compile(r"[/?#]")
 
 _KEY_STRIP_RE = re.compile(r"[-_.\s]")
 _KEY_WORD_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+|[^\x00-\x7f]+")
@@ -345,6 +378,59 @@ def _redact_layers(s: str) -> tuple[str, bool]:
     return as_is, False
 
 
+def _nothing_to_redact(s: str) -> bool:
+    """True when ``_redact_layers(s)`` is sure to be ``(s, False)``; False means "look closer".
+
+    Each test rules out what a pattern of ``_redact_once`` needs before it can change anything: a JWT
+    starts with ``eyJ``; a UUID is 36 characters holding ``-XXXX-XXXX-``; an e-mail has an ``@``; an IPv6
+    address two ``:``; an IPv4 address digits and three ``.``; a token a run of 24 in which an ASCII
+    letter stands next to a digit; and only a ``%`` makes ``_redact_layers`` decode.
+    """
+    if "eyJ" in s or (len(s) >= 36 and "-" in s and _UUID_HINT_RE.search(s) is not None):
+        return False
+    if _SUSPECT_CHAR_RE.search(s) is None:  # no digit, "@", "%" or ":"
+        return True
+    if "@" in s or "%" in s or s.count(":") >= 2:
+        return False
+    if s.count(".") >= 3 and _IPV4_RE.search(s) is not None:
+        return False
+    return len(s) < 24 or _LETTER_DIGIT_RE.search(s) is None
+
+
+def _unquote_plus(s: str) -> str:
+    """``unquote_plus(s, errors="replace")``, without its overhead when there is no escape to undo."""
+    return unquote_plus(s, errors="replace") if "%" in s else s.replace("+", " ")
+
+
+def _quote_query(s: str) -> str:
+    """``quote(s, safe=_QUERY_SAFE, errors="replace")``, without its overhead when nothing needs escaping."""
+    return s if _PLAIN_QUERY_RE.fullmatch(s) else quote(s, safe=_QUERY_SAFE, errors="replace")
+
+
+# For a query parameter name: (click id, None, "") for a click id, (None, kept name, kept name
+# percent-encoded) for an allow-listed name, _DROP_PARAM for any other.
+_QueryNameRule = tuple[str | None, str | None, str]
+_DROP_PARAM: _QueryNameRule = (None, None, "")
+
+_V = TypeVar("_V")
+
+
+class _Memo(dict[str, _V]):
+    """A dict of at most ``_CACHE_MAX_ENTRIES`` entries: when full, it is emptied before the next one.
+
+    Callers only ``remember`` what the cache rule allows (see the module docstring).
+    """
+
+    __slots__ = ()
+
+    def remember(self, key: str, value: _V) -> None:
+        if len(key) > _CACHE_MAX_KEY_LENGTH:
+            return
+        if len(self) >= _CACHE_MAX_ENTRIES:
+            self.clear()
+        self[key] = value
+
+
 def _is_ip_host(host: str) -> bool:
     last_label = host.rstrip(".").rpartition(".")[2]
     if _NUMERIC_LABEL_RE.fullmatch(last_label):
@@ -386,12 +472,41 @@ def _split_authority(netloc: str) -> tuple[str, str] | None:
     return host, port
 
 
+# urlsplit keeps its last results in an lru_cache: whole raw URLs, with userinfo, query values and
+# fragments. The function underneath gives the same results and keeps nothing.
+_urlsplit: Callable[[str], SplitResult] = getattr(urlsplit, "__wrapped__", urlsplit)
+
+
+def _split_plain_http_url(url: str) -> tuple[str, str, str, str] | None:
+    """``urlsplit(url)``'s scheme, netloc, path and query, found without it for the common shape.
+
+    That shape: ``url`` (already stripped) starts with a lower-case ``http://`` or ``https://``, has no tab
+    or line break anywhere (urlsplit deletes those first) and its netloc is ASCII without brackets
+    (urlsplit validates those). For anything else this returns None and urlsplit has to decide.
+    """
+    if url.startswith("https://"):
+        start = 8
+    elif url.startswith("http://"):
+        start = 7
+    else:
+        return None
+    if "\t" in url or "\n" in url or "\r" in url:
+        return None
+    end_match = _AUTHORITY_END_RE.search(url, start)
+    end = len(url) if end_match is None else end_match.start()
+    netloc = url[start:end]
+    if "[" in netloc or "]" in netloc or not netloc.isascii():
+        return None
+    path, _, query = url[end:].partition("#")[0].partition("?")
+    return url[: start - 3], netloc, path, query
+
+
 def _parse_http_url(raw: str) -> tuple[str, str, str, str, str] | None:
     """``(scheme, host, port, path, query)`` of an absolute http(s) URL, or None when unusable."""
     if not isinstance(raw, str):
         return None
     try:
-        parts = urlsplit(raw.strip(_C0_AND_SPACE))
+        parts = _urlsplit(raw.strip(_C0_AND_SPACE))
     except ValueError:
         return None
     if parts.scheme not in ("http", "https"):
@@ -447,9 +562,15 @@ class Scrubber:
     __slots__ = (
         "_allow_exact",
         "_allow_prefixes",
+        "_clean_paths",
+        "_clean_texts",
         "_click_ids",
-        "_key_substring_stems",
+        "_hosts",
+        "_kept_fields",
+        "_key_substring_re",
         "_key_word_stems",
+        "_prop_keys",
+        "_query_names",
     )
 
     def __init__(
@@ -503,64 +624,75 @@ class Scrubber:
         self._allow_prefixes = tuple(prefixes)
         self._click_ids = click_ids
         self._key_word_stems = frozenset(word_stems)
-        self._key_substring_stems = tuple(substring_stems)
+        # One alternation instead of a loop over the stems: a key is denied when any stem occurs in it.
+        self._key_substring_re = (
+            re.compile("|".join(re.escape(stem) for stem in substring_stems)) if substring_stems else None
+        )
+
+        # Caches (see "Caches" in the module docstring). The rule for all of them: only a string in which
+        # nothing was redacted is ever stored, so a cache never holds personal data the scrubber found.
+        # Whatever had an e-mail, IP, token, id, userinfo or session parameter taken out, and the value
+        # of any query parameter that is dropped or a click id, live only as long as the call.
+        self._clean_texts: _Memo[None] = _Memo()  # text that needed the full check, came back unchanged
+        self._clean_paths: _Memo[None] = _Memo()  # URL paths whose scrubbed form is the path itself
+        self._hosts: _Memo[str] = _Memo()  # netloc without userinfo -> "host[:port]"; never an IP host
+        self._prop_keys: _Memo[bool] = _Memo()  # key for which text(key) == key -> kept (True) or dropped
+        # raw query parameter name, nothing decoded or redacted -> _QueryNameRule
+        self._query_names: _Memo[_QueryNameRule] = _Memo()
+        # "name=value" of an allow-listed parameter, nothing decoded, redacted or escaped in it ->
+        # (name, value, "name=value"). Never a field of a parameter that is dropped or a click id.
+        self._kept_fields: _Memo[tuple[str, str, str]] = _Memo()
 
     def url(self, raw: str) -> ScrubbedUrl:
         """Page URL without PII: see the module docstring. ``url`` is ``""`` when unusable."""
-        parsed = _parse_http_url(raw)
-        if parsed is None:
+        split = self._split(raw)
+        if split is None:
             return ScrubbedUrl("", {}, {})
-        scheme, host, port, path, query = parsed
+        origin, path, query = split
         params: dict[str, str] = {}
         click_ids: dict[str, str] = {}
-        for field in query.split("&"):
-            if not field:
-                continue
-            raw_name, _, raw_value = field.partition("=")
-            name = unquote_plus(raw_name, errors="replace")
-            if not name:
-                continue
-            lowered = name.lower()
-            click_id = self._click_ids.get(lowered)
-            if click_id is not None:
-                click_ids.setdefault(click_id, unquote_plus(raw_value, errors="replace"))
-                continue
-            if lowered not in self._allow_exact and not lowered.startswith(self._allow_prefixes):
-                continue
-            kept_name = self.text(name)
-            if kept_name not in params:
-                params[kept_name] = self.text(unquote_plus(raw_value, errors="replace"))
-        url = _origin(scheme, host, port) + _scrub_path(path)
-        if params:
-            url += "?" + "&".join(
-                quote(k, safe=_QUERY_SAFE, errors="replace")
-                + "="
-                + quote(v, safe=_QUERY_SAFE, errors="replace")
-                for k, v in params.items()
-            )
+        url = origin + self._path(path)
+        if query:
+            encoded = self._scrub_query(query, params, click_ids)
+            if encoded:
+                url += "?" + encoded
         return ScrubbedUrl(url, params, click_ids)
 
     def referrer(self, raw: str) -> str:
         """``scheme://host[:port]`` of an http(s) referrer, or ``""``."""
-        parsed = _parse_http_url(raw)
-        if parsed is None:
-            return ""
-        scheme, host, port, _, _ = parsed
-        return _origin(scheme, host, port)
+        split = self._split(raw)
+        return "" if split is None else split[0]
 
     def text(self, s: str) -> str:
         """Free text (title, event name, property value) with e-mails, IPs and tokens replaced."""
         if not isinstance(s, str):
             return ""
-        return _redact_layers(s)[0]
+        if _nothing_to_redact(s) or s in self._clean_texts:
+            return s
+        redacted = _redact_layers(s)[0]
+        if redacted == s:  # nothing found: may be cached (never a string that had something redacted)
+            self._clean_texts.remember(s, None)
+        return redacted
 
     def props(self, props: Mapping[str, str | int | float | bool]) -> dict[str, str]:
         """Properties without denylisted or click-id keys; values stringified and redacted."""
         out: dict[str, str] = {}
+        prop_keys = self._prop_keys
         for key, value in props.items():
-            if not isinstance(key, str) or self._key_is_denied(key):
+            if not isinstance(key, str):
                 continue
-            if isinstance(value, bool):
+            keep = prop_keys.get(key)
+            if keep is None:  # not cached
+                kept_key = self._prop_key(key)
+                if kept_key is None:
+                    continue
+            elif keep:
+                kept_key = key
+            else:
+                continue
+            if isinstance(value, str):
+                formatted = value if _nothing_to_redact(value) else self.text(value)
+            elif isinstance(value, bool):
                 formatted = "true" if value else "false"
             elif isinstance(value, int):
                 try:
@@ -569,16 +701,114 @@ class Scrubber:
                     continue
             elif isinstance(value, float):
                 formatted = _format_float(value)
-            elif isinstance(value, str):
-                formatted = self.text(value)
             else:
                 continue
-            out.setdefault(self.text(key), formatted)
+            out.setdefault(kept_key, formatted)
         return out
 
+    def _split(self, raw: str) -> tuple[str, str, str] | None:
+        """``(origin, path, query)`` of an absolute http(s) URL with a usable authority, or None."""
+        if not isinstance(raw, str):
+            return None
+        url = raw.strip(_C0_AND_SPACE)
+        plain = _split_plain_http_url(url)
+        if plain is None:
+            parsed = _parse_http_url(url)
+            if parsed is None:
+                return None
+            scheme, host, port, path, query = parsed
+            return _origin(scheme, host, port), path, query
+        scheme, netloc, path, query = plain
+        hostport = self._hosts.get(netloc)
+        if hostport is None:
+            authority = _split_authority(netloc)
+            if authority is None:
+                return None
+            host, port = authority
+            hostport = f"{host}:{port}" if port else host
+            # Cached only when nothing was taken out: no userinfo, and the host is not an IP literal.
+            if "@" not in netloc and host != REDACTED_IP_HOST:
+                self._hosts.remember(netloc, hostport)
+        return f"{scheme}://{hostport}", path, query
+
+    def _path(self, path: str) -> str:
+        """``_scrub_path(path)``, without the work for a path that is plain and clean or known clean."""
+        if not path:
+            return "/"
+        if (_PLAIN_PATH_RE.fullmatch(path) and _nothing_to_redact(path)) or path in self._clean_paths:
+            return path
+        scrubbed = _scrub_path(path)
+        if scrubbed == path:  # nothing removed, redacted or escaped: may be cached
+            self._clean_paths.remember(path, None)
+        return scrubbed
+
+    def _scrub_query(self, query: str, params: dict[str, str], click_ids: dict[str, str]) -> str:
+        """Fill ``params`` and ``click_ids`` from a raw query string; return the kept part, encoded."""
+        kept_fields = self._kept_fields
+        query_names = self._query_names
+        encoded: list[str] = []  # "name=value" of each kept parameter, in the order of params
+        for field in query.split("&"):
+            if not field:
+                continue
+            kept = kept_fields.get(field)
+            if kept is not None:
+                name, value, pair = kept
+                if name not in params:
+                    params[name] = value
+                    encoded.append(pair)
+                continue
+            raw_name, _, raw_value = field.partition("=")
+            rule = query_names.get(raw_name)
+            if rule is None:
+                rule = self._query_name_rule(raw_name)
+            click_id, kept_name, encoded_name = rule
+            if click_id is not None:
+                click_ids.setdefault(click_id, _unquote_plus(raw_value))
+            elif kept_name is not None and kept_name not in params:
+                if _PLAIN_QUERY_RE.fullmatch(raw_value) and _nothing_to_redact(raw_value):
+                    # nothing to decode, redact or escape in the value
+                    pair = f"{encoded_name}={raw_value}"
+                    if kept_name == raw_name:  # nor in the name: the field is kept as it is
+                        kept_fields.remember(field, (kept_name, raw_value, pair))
+                    params[kept_name] = raw_value
+                    encoded.append(pair)
+                else:
+                    value = self.text(_unquote_plus(raw_value))
+                    params[kept_name] = value
+                    encoded.append(f"{encoded_name}={_quote_query(value)}")
+        return "&".join(encoded)
+
+    def _query_name_rule(self, raw_name: str) -> _QueryNameRule:
+        """What to do with a query parameter, from its raw (still percent-encoded) name."""
+        name = _unquote_plus(raw_name)
+        if not name:
+            return _DROP_PARAM
+        lowered = name.lower()
+        click_id = self._click_ids.get(lowered)
+        if click_id is not None:
+            rule: _QueryNameRule = (click_id, None, "")
+            cacheable = name == raw_name
+        elif lowered in self._allow_exact or lowered.startswith(self._allow_prefixes):
+            kept_name = self.text(name)
+            rule = (None, kept_name, _quote_query(kept_name))
+            cacheable = kept_name == raw_name
+        else:
+            rule = _DROP_PARAM
+            cacheable = name == raw_name and _nothing_to_redact(name)
+        if cacheable:  # nothing decoded from the name, nothing in it redacted or to redact
+            self._query_names.remember(raw_name, rule)
+        return rule
+
+    def _prop_key(self, key: str) -> str | None:
+        """The key as stored (``text(key)``), or None when the property is dropped."""
+        denied = self._key_is_denied(key)
+        kept = self.text(key)
+        if kept == key:  # nothing redacted: the decision may be cached
+            self._prop_keys.remember(key, not denied)
+        return None if denied else kept
+
     def _key_is_denied(self, key: str) -> bool:
-        normalised = _normalise_key(key)
-        if any(stem in normalised for stem in self._key_substring_stems):
+        if self._key_substring_re is not None and self._key_substring_re.search(_normalise_key(key)):
             return True
         if not self._key_word_stems:
             return False

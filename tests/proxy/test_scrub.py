@@ -10,12 +10,17 @@ from urllib.parse import urlsplit
 import pytest
 
 from proxy.scrub import (
+    _CACHE_MAX_ENTRIES,
     DEFAULT_CLICK_ID_PARAMS,
     DEFAULT_PROP_KEY_DENYLIST,
     DEFAULT_QUERY_ALLOWLIST,
     REDACTED_IP_HOST,
     ScrubbedUrl,
     Scrubber,
+    _Memo,
+    _nothing_to_redact,
+    _redact_layers,
+    _split_plain_http_url,
 )
 
 S = Scrubber(DEFAULT_QUERY_ALLOWLIST, DEFAULT_PROP_KEY_DENYLIST, DEFAULT_CLICK_ID_PARAMS)
@@ -545,3 +550,172 @@ def test_pathological_input_is_linear(raw: str) -> None:
     S.url("https://example.com/" + raw + "?utm_x=" + raw)
     S.referrer("https://" + raw)
     assert time.perf_counter() - start < 1.0
+
+
+# --- caches and fast paths: same answers, never holding what was redacted ------------------------------
+
+
+def _fresh() -> Scrubber:
+    return Scrubber(DEFAULT_QUERY_ALLOWLIST, DEFAULT_PROP_KEY_DENYLIST, DEFAULT_CLICK_ID_PARAMS)
+
+
+def _caches(scrubber: Scrubber) -> list[_Memo[object]]:
+    caches = [getattr(scrubber, name) for name in Scrubber.__slots__]
+    return [c for c in caches if isinstance(c, _Memo)]
+
+
+def _cached_strings(scrubber: Scrubber) -> list[str]:
+    """Every string any cache of ``scrubber`` holds, keys and values."""
+    out: list[str] = []
+    for cache in _caches(scrubber):
+        for key, value in cache.items():
+            out.append(key)
+            parts = value if isinstance(value, tuple) else (value,)
+            out.extend(p for p in parts if isinstance(p, str))
+    return out
+
+
+def test_text_with_personal_data_is_not_cached_clean_text_is() -> None:
+    s = _fresh()
+    assert s.text("Save 50% with john@example.com") == "Save 50% with [email]"
+    assert s.text("Save 50% today") == "Save 50% today"  # needs the full check ("%"), nothing found
+    assert s.text("Save 50% today") == "Save 50% today"  # now from the cache
+    assert _cached_strings(s) == ["Save 50% today"]
+
+
+@pytest.mark.parametrize("pii", _PII)
+def test_caches_never_hold_what_was_redacted(pii: str) -> None:
+    s = _fresh()
+    encoded = pii.replace("@", "%40").replace(":", "%3A")
+    for _ in range(2):  # the second round would hit any cache entry the first one made
+        s.url(
+            f"https://u:{pii}@e.com/{pii}/x%2F{encoded};jsessionid={pii}?utm_source={encoded}"
+            f"&utm_term=a+{pii}+b&utm_{pii}=1&{pii}=2&q={pii}&gclid={pii}#{pii}"
+        )
+        s.url(f"https://e.com/a/{pii}?utm_source={pii}")
+        s.url(f"https://[{pii}]/x")
+        s.referrer(f"https://[{pii}]/x")
+        if pii == "203.0.113.77":  # IPv4 host (as a host, the others are unusable or host names)
+            s.url(f"https://{pii}:8080/x")
+            s.referrer(f"https://{pii}/x")
+        s.text(f"Title {pii} - site")
+        s.text(f"50% off for {pii}")
+        s.text(encoded)
+        s.props({"note": f"by {pii}", "enc": encoded, pii: "x", f"email_{pii}": "y", f"k_{pii}": "z"})
+    cached = _cached_strings(s)
+    assert cached, "nothing was cached: the test proves nothing"
+    for entry in cached:
+        assert _PII_PATTERN.search(entry) is None, (pii, entry)
+
+
+def test_values_of_dropped_params_and_click_ids_are_never_cached() -> None:
+    s = _fresh()
+    for _ in range(2):
+        result = s.url("https://e.com/p?utm_source=news&q=private+words&ref=secretref&gclid=clickvalue")
+        assert result == ScrubbedUrl(
+            "https://e.com/p?utm_source=news", {"utm_source": "news"}, {"gclid": "clickvalue"}
+        )
+    cached = " ".join(_cached_strings(s))
+    for value in ("private", "secretref", "clickvalue"):
+        assert value not in cached
+    assert "utm_source=news" in cached  # the kept field is cached: it is stored as it is anyway
+
+
+def test_caches_stay_bounded() -> None:
+    s = _fresh()
+    for i in range(2 * _CACHE_MAX_ENTRIES + 100):
+        s.text(f"Save {i}% today")
+        s.url(f"https://h{i}.example/p/{i}%20x?utm_source=s{i}&utm_{i}=x&q{i}=v&gclid=c{i}")
+        s.referrer(f"https://r{i}.example/")
+        s.props({f"key_{i}": "v", f"email_{i}": "x"})
+        if i % 97 == 0:
+            assert all(len(cache) <= _CACHE_MAX_ENTRIES for cache in _caches(s)), i
+    assert all(0 < len(cache) <= _CACHE_MAX_ENTRIES for cache in _caches(s))
+    s.text("%" + "x" * 1000)  # clean, but too long to be worth caching
+    assert "%" + "x" * 1000 not in _cached_strings(s)
+
+
+def _every_result(s: Scrubber, raw: str) -> list[object]:
+    """What each scrubbing method makes of ``raw`` in a few positions."""
+    return [
+        s.url(raw),
+        s.url("https://example.com/" + raw),
+        s.url("https://example.com/p?utm_x=" + raw + "&" + raw + "=v&utm_" + raw + "=w&gclid=" + raw),
+        s.referrer(raw),
+        s.referrer("https://" + raw),
+        s.text(raw),
+        s.props({raw: raw, "k": raw, "plan": "pro"}),
+    ]
+
+
+_CACHE_INPUTS = [
+    *_PII,
+    "Save 50% today",
+    "12:30:45",
+    "Version 1.2.3.4",
+    "/blog/windows11-upgrade-guide-2024",
+    "a%2Fb",
+    "utm_source",
+    "example.com:0443/x",
+    "WWW.Example.COM/",
+    "e.com/a;jsessionid=1/b",
+]
+
+
+def test_cached_results_equal_uncached() -> None:
+    warm, cold = _fresh(), _fresh()
+    inputs = [*GARBAGE, *_CACHE_INPUTS]
+    for raw in inputs:  # fill the caches
+        _every_result(warm, raw)
+    assert any(_caches(warm))
+    for raw in inputs:
+        for cache in _caches(cold):
+            cache.clear()
+        assert _every_result(warm, raw) == _every_result(cold, raw), raw
+
+
+_NEAR_MISSES = [
+    "a@b",
+    "50%",
+    "heyJude",
+    "eyJhbGciOi.x.y",
+    "deadbeef-dead-beef-dead-beefdeadbeef",
+    "00000000-0000-0000-0000-000000000000",
+    "a::b",
+    "1.2.3.4",
+    "1111.2.3.4",
+    "x" * 23 + "1",
+    "abcdefghij1" + "-x" * 7,
+    "Page 2 of 10",
+    "Pricing | Example",
+]
+
+
+def test_fast_path_only_skips_strings_with_nothing_to_redact() -> None:
+    for s in [*GARBAGE, *_CACHE_INPUTS, *_NEAR_MISSES]:
+        if _nothing_to_redact(s):
+            assert _redact_layers(s) == (s, False), s
+    assert _nothing_to_redact("Pricing | Example")  # the fast path does get taken
+    assert _nothing_to_redact("/blog/how-to-set-up-nginx-in-2024")
+
+
+def test_plain_url_split_matches_urlsplit() -> None:
+    taken = 0
+    for raw in [*GARBAGE, *_CACHE_INPUTS, *_NEAR_MISSES]:
+        for url in ("http://" + raw, "https://" + raw, "https://e.com/" + raw, "https://e.com?" + raw):
+            plain = _split_plain_http_url(url)
+            if plain is not None:
+                taken += 1
+                parts = urlsplit(url)
+                assert plain == (parts.scheme, parts.netloc, parts.path, parts.query), url
+    assert taken > 1000
+
+
+def test_urlsplit_cache_does_not_keep_raw_urls() -> None:
+    cache_clear, cache_info = getattr(urlsplit, "cache_clear", None), getattr(urlsplit, "cache_info", None)
+    if cache_clear is None or cache_info is None:
+        pytest.skip("urlsplit has no lru_cache in this Python")
+    cache_clear()
+    S.url("HTTPS://e.com/p?utm_source=john@example.com")  # not the plain shape: parsed by urlsplit
+    S.url("http://[2001:db8::1]/p?q=john@example.com")
+    assert cache_info().currsize == 0
