@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-from proxy.model import Event
+from sinks.codec import EventBlock
 
 
 class SinkError(RuntimeError):
@@ -18,7 +17,7 @@ class Sink(Protocol):
     def start(self) -> None:
         """Connect and prepare storage (idempotent DDL). Raises SinkError if unreachable."""
 
-    def write(self, batch: Sequence[Event], token: str) -> None:
+    def write(self, batch: EventBlock, token: str) -> None:
         """Store a whole batch, or raise SinkError. ``token`` identifies the batch for deduplication."""
 
     def healthy(self) -> bool: ...

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from proxy.model import Event
+from sinks.codec import EventBlock
 
 
 class BlackholeSink:
@@ -17,8 +15,8 @@ class BlackholeSink:
     def start(self) -> None:
         pass
 
-    def write(self, batch: Sequence[Event], token: str) -> None:
-        self.rows += len(batch)
+    def write(self, batch: EventBlock, token: str) -> None:
+        self.rows += batch.rows
         self.batches += 1
 
     def healthy(self) -> bool:

@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.metrics import LatencyHistogram
-from proxy.model import Event
 from sinks.base import Sink, SinkError
-from sinks.codec import decode_events
+from sinks.codec import block_of
 from sinks.spool import SpoolReader
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,11 @@ class Shipper:
         self.stats = ShipperStats()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._progress = threading.Condition()  # notified after each shipped segment and each idle pass
+        # Notified after each shipped segment and at the start of each pass (after maintenance, which
+        # seals orphaned segments): wait_idle waits for one pass's listing to be shipped.
+        self._progress = threading.Condition()
+        self._passes = 0
+        self._pass_listing: frozenset[str] = frozenset()
         self._give_up_at = float("inf")  # during stop(): stop retrying after this monotonic time
         self._next_maintenance = 0.0
         self._thread: threading.Thread | None = None
@@ -79,17 +82,18 @@ class Shipper:
     def wait_idle(self, timeout: float) -> bool:
         """Block until every segment sealed before this call has been shipped (seal the writer's first).
 
-        Segments sealed after the call are not waited for, so steady traffic cannot keep it waiting."""
-        before = set(self.reader.sealed_segments())
+        What is waited for is the listing of the shipper's next pass (taken after this call and after
+        that pass's maintenance, so orphans it sealed count too); segments sealed later are not, so
+        steady traffic cannot keep it waiting."""
+        deadline = time.monotonic() + timeout
         self._wake.set()
         with self._progress:
-            return self._progress.wait_for(
-                lambda: before.isdisjoint(self.reader.sealed_segments()), timeout
-            )
-
-    def _progressed(self) -> None:
-        with self._progress:
-            self._progress.notify_all()
+            seen = self._passes
+            if not self._progress.wait_for(lambda: self._passes > seen, timeout):
+                return False
+            listing = self._pass_listing
+            left = max(0.0, deadline - time.monotonic())
+            return self._progress.wait_for(lambda: listing.isdisjoint(self.reader.sealed_segments()), left)
 
     def stop(self, timeout: float) -> bool:
         """Ship what is sealed for up to ``timeout`` seconds, then stop. True if nothing sealed is left;
@@ -160,31 +164,47 @@ class Shipper:
             return False
         return True
 
-    def _write(self, events: list[Event], token: str) -> bool:
-        def insert() -> None:
-            t0 = time.perf_counter()
-            self.sink.write(events, token)
-            self.stats.insert_latency.observe(time.perf_counter() - t0)
-
-        return self._with_retry(insert)
-
     def _ship(self, name: str) -> bool:
         batch = self.reader.read(name)
-        events, bad = decode_events(batch.records)
+        block, bad = block_of(batch.records)  # records checked for shape; the store parses them
+        strict = False
+
+        def insert() -> None:
+            nonlocal block, bad, strict
+            if not block.rows:
+                return
+            t0 = time.perf_counter()
+            try:
+                self.sink.write(block, batch.token)
+            except SinkError:
+                if strict:
+                    raise
+                # Refused: either the store is down or some well-shaped record is not an event after
+                # all. Decode every record once; if that removes any, insert the rest at once.
+                strict = True
+                checked, checked_bad = block_of(batch.records, strict=True)
+                if checked_bad == bad:
+                    raise
+                block, bad = checked, checked_bad
+                insert()
+                return
+            self.stats.insert_latency.observe(time.perf_counter() - t0)
+
+        if not self._with_retry(insert):
+            return False
         self.stats.corrupt_records += batch.corrupt_records
         self.stats.undecodable_records += bad
         if batch.corrupt_records or bad:
             log.error(
                 "segment %s: %d corrupt, %d undecodable records skipped", name, batch.corrupt_records, bad
             )
-        if events:
-            if not self._write(events, batch.token):
-                return False
+        if block.rows:
             self.stats.batches += 1
-            self.stats.rows += len(events)
-        self.reader.ack(name)
-        self.stats.segments += 1
-        self._progressed()
+            self.stats.rows += block.rows
+        with self._progress:  # under the lock: wait_idle never sees the file gone before the stats
+            self.reader.ack(name)
+            self.stats.segments += 1
+            self._progress.notify_all()
         return True
 
     def _run(self) -> None:
@@ -192,9 +212,12 @@ class Shipper:
             return
         while True:
             self._maintenance()
-            segments = self.reader.sealed_segments()
+            with self._progress:
+                segments = self.reader.sealed_segments()
+                self._passes += 1
+                self._pass_listing = frozenset(segments)
+                self._progress.notify_all()
             if not segments:
-                self._progressed()
                 if self._stopping.is_set():
                     return
                 self._sleep(self.poll_interval)

@@ -16,6 +16,7 @@ from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
+from sinks.codec import EventBlock
 from tests.support.ch_http import clickhouse_http_server
 
 
@@ -77,7 +78,7 @@ def sink(chdb_dsn: str, database: str) -> Iterator[ClickHouseSink]:
 
 
 def test_every_column_round_trips(sink: ClickHouseSink) -> None:
-    sink.write([full_event()], "tok-1")
+    sink.write(EventBlock.of([full_event()]), "tok-1")
     [row] = read_all(sink)
     assert set(row) == set(EVENT_COLUMNS)
     assert row["event_id"] == "00000000-0000-0000-0000-000000000001"
@@ -91,7 +92,7 @@ def test_every_column_round_trips(sink: ClickHouseSink) -> None:
 
 
 def test_start_is_idempotent(sink: ClickHouseSink, chdb_dsn: str, database: str) -> None:
-    sink.write([full_event()], "tok-1")
+    sink.write(EventBlock.of([full_event()]), "tok-1")
     again = ClickHouseSink(chdb_dsn, ch_settings(database))
     again.start()
     assert len(read_all(again)) == 1
@@ -99,10 +100,10 @@ def test_start_is_idempotent(sink: ClickHouseSink, chdb_dsn: str, database: str)
 
 def test_replayed_batch_is_deduplicated_by_token(sink: ClickHouseSink) -> None:
     batch = [full_event(i) for i in range(5)]
-    sink.write(batch, "batch-token-1")
-    sink.write(batch, "batch-token-1")  # a retry after an ambiguous failure
+    sink.write(EventBlock.of(batch), "batch-token-1")
+    sink.write(EventBlock.of(batch), "batch-token-1")  # a retry after an ambiguous failure
     assert len(read_all(sink)) == 5
-    sink.write(batch, "batch-token-2")  # a different batch with equal rows is not a replay
+    sink.write(EventBlock.of(batch), "batch-token-2")  # a different batch with equal rows is not a replay
     assert len(read_all(sink)) == 10
 
 
@@ -175,8 +176,8 @@ def test_remote_http_path(tmp_path: Path) -> None:
         sink = ClickHouseSink(dsn, ch_settings("remote_db"))
         sink.start()
         batch = [full_event(i) for i in range(3)]
-        sink.write(batch, "remote-token")
-        sink.write(batch, "remote-token")
+        sink.write(EventBlock.of(batch), "remote-token")
+        sink.write(EventBlock.of(batch), "remote-token")
         rows = read_all(sink)
         assert len(rows) == 3
         assert rows[0]["props"] == {"plan": "pro", "n": "3"}
@@ -194,8 +195,8 @@ def test_daily_aggregates_count_each_event_once_even_on_replay(sink: ClickHouseS
     batch = [full_event(i) for i in range(4)]
     batch[3].type = "pageview"
     batch[2].visitor_hash = batch[1].visitor_hash = 7
-    sink.write(batch, "agg-token")
-    sink.write(batch, "agg-token")  # replay: neither table may count it twice
+    sink.write(EventBlock.of(batch), "agg-token")
+    sink.write(EventBlock.of(batch), "agg-token")  # replay: neither table may count it twice
     rows = ch.query(
         f"SELECT site, day, page, source, country, uniqMerge(visitors), sum(pageviews), sum(events) "
         f"FROM {sink.database}.events_daily GROUP BY site, day, page, source, country"

@@ -23,7 +23,7 @@ from config.settings import ClickhouseSettings
 from proxy.model import Event
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
-from sinks.codec import encode_event
+from sinks.codec import EventBlock, encode_event
 from sinks.shipper import Shipper
 from sinks.spool import SpoolReader, SpoolWriter, encode_record, segment_name
 
@@ -88,7 +88,8 @@ class FakeSink:
                 self.fail_starts -= 1
                 raise SinkError("fake sink start failed")
 
-    def write(self, batch: Sequence[Event], token: str) -> None:
+    def write(self, block: EventBlock, token: str) -> None:
+        batch = block.events()
         segment = token.split(":")[1] + ".seg"
         with self.lock:
             self.attempts.append(token)
@@ -218,7 +219,7 @@ def test_ships_sealed_segments_in_seq_order_and_acks_after_the_sink_confirmed(
 
 
 class SlowSink(FakeSink):
-    def write(self, batch: Sequence[Event], token: str) -> None:
+    def write(self, batch: EventBlock, token: str) -> None:
         time.sleep(0.01)
         super().write(batch, token)
 
@@ -804,7 +805,7 @@ class FlakySink:
     def start(self) -> None:
         self.inner.start()
 
-    def write(self, batch: Sequence[Event], token: str) -> None:
+    def write(self, batch: EventBlock, token: str) -> None:
         self.attempts.append(token)
         if self.fails(token):
             raise SinkError("connection lost")
