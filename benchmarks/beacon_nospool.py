@@ -9,8 +9,8 @@ Nothing is stored. Set the port, data dir and GeoIP files with the usual ``BEACO
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from concurrent.futures import Future
 
 import uvicorn
 
@@ -20,8 +20,8 @@ from proxy.cli import _uvicorn_options
 from proxy.logs import configure_logging
 
 
-def discard(records: Sequence[bytes]) -> Future[None]:
-    done: Future[None] = Future()
+def discard(records: Sequence[bytes]) -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     done.set_result(None)
     return done
 
@@ -30,7 +30,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    app.state.rt.spool.append = discard  # the one change: no spool write, no fsync
+    app.state.rt.appender.append = discard  # the one change: no spool write, no fsync
     uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
 
 

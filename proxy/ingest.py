@@ -12,7 +12,6 @@ never carry the client's IP, User-Agent, identifiers or payload values.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -136,7 +135,7 @@ async def submit(rt: Runtime, outcome: Outcome) -> None:
     if not outcome.events:
         return
     try:
-        await asyncio.wrap_future(rt.spool.append([encode_event(e) for e in outcome.events]))
+        await rt.appender.append([encode_event(e) for e in outcome.events])
         rt.spool_refused = False
     except SpoolFull:
         rt.spool_refused = True  # /readyz says "not ready" until an append fits again

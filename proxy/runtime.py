@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from config.settings import Settings
@@ -17,10 +18,15 @@ from proxy.subjects import SubjectService, Suppressions
 from sinks.base import Sink
 from sinks.clickhouse import ClickHouseSink
 from sinks.shipper import Shipper
-from sinks.spool import SpoolReader, SpoolWriter
+from sinks.spool import LoopAppender, SpoolReader, SpoolWriter
 from sinks.subject_store import SubjectStore
 
 Role = Literal["single", "primary", "worker"]
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where each worker leaves its counters for the primary to add up."""
+    return settings.data_dir / "run" / "metrics"
 
 
 @dataclass
@@ -32,6 +38,7 @@ class Runtime:
     settings: Settings
     pipeline: Pipeline
     spool: SpoolWriter
+    appender: LoopAppender  # the event loop's way into the spool
     reader: SpoolReader
     shipper: Shipper | None  # None in a worker
     sink: Sink | None  # None in a worker
@@ -55,6 +62,11 @@ class Runtime:
             # Workers seal their segments by age: wait for those holding earlier events to be sealed.
             time.sleep(self.settings.batch.max_age_seconds + 0.25)
         return self.shipper.wait_idle(timeout)
+
+    def counters(self) -> Metrics:
+        """This process's counters; in the primary, plus the snapshots its workers leave."""
+        snapshots = metrics_dir(self.settings) if self.role == "primary" else None
+        return self.metrics.with_snapshots(snapshots)
 
     def spool_stats(self) -> dict[str, Any]:
         return {**vars(self.reader.stats()), "bytes_used": self.spool.bytes_used(), "state": self.spool.state}
@@ -122,6 +134,7 @@ def build_runtime(
         settings,
         Pipeline(services),
         writer,
+        LoopAppender(writer),
         reader,
         shipper,
         sink,

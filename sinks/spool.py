@@ -46,7 +46,9 @@ forking worker processes, not before: a forked child would share the lock on the
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -382,21 +384,44 @@ class SpoolWriter:
         ``max_bytes`` and SpoolClosed when the writer is not running. The future fails with SpoolError
         if the write itself fails; the records are then not in the spool.
         """
-        data = b"".join([encode_record(r) for r in records])
-        future: Future[None] = Future()
-        if not data:
-            future.set_result(None)
-            return future
+        [future], _ = self.append_many([records])
+        if future.done() and (exc := future.exception()) is not None:
+            raise exc
+        return future
+
+    def append_many(
+        self, batches: Sequence[Sequence[bytes]]
+    ) -> tuple[list[Future[None]], Future[None] | None]:
+        """Queue several appends at once (one lock, one wake-up): a future per batch, as ``append``'s,
+        except that ValueError, SpoolFull and SpoolClosed fail that batch's future, not raised. Also
+        returns the last queued batch's future: the queue is FIFO, so once it is done, all are."""
+        futures: list[Future[None]] = [Future() for _ in batches]
+        framed: list[bytes | None] = []
+        for records, future in zip(batches, futures, strict=True):
+            try:
+                framed.append(b"".join([encode_record(r) for r in records]))
+            except ValueError as exc:  # an empty or oversized record: only this batch is refused
+                future.set_exception(exc)
+                framed.append(None)
+        last: Future[None] | None = None
         self._rescan()
         with self._cond:
-            if self._state != "running":
-                raise SpoolClosed(f"spool writer is {self._state}")
-            if self._used_locked() + len(data) > self.max_bytes:
-                raise SpoolFull("spool is full")
-            self._queue.append(_Pending(data, future, len(records)))
-            self._queued_bytes += len(data)
-            self._cond.notify()
-        return future
+            for data, records, future in zip(framed, batches, futures, strict=True):
+                if data is None:
+                    continue
+                if not data:
+                    future.set_result(None)
+                elif self._state != "running":
+                    future.set_exception(SpoolClosed(f"spool writer is {self._state}"))
+                elif self._used_locked() + len(data) > self.max_bytes:
+                    future.set_exception(SpoolFull("spool is full"))
+                else:
+                    self._queue.append(_Pending(data, future, len(records)))
+                    self._queued_bytes += len(data)
+                    last = future
+            if last is not None:
+                self._cond.notify()
+        return futures, last
 
     def bytes_used(self) -> int:
         """The directory's size (all writers; others' writes seen within ``rescan_interval``) plus what is
@@ -860,3 +885,64 @@ class SpoolReader:
                 corrupt_bytes=self._corrupt_bytes,
                 purged_bytes=self._purged_bytes,
             )
+
+
+class LoopAppender:
+    """The event loop's side of a :class:`SpoolWriter`.
+
+    Appends made while one loop iteration runs are handed to the writer thread together (one lock, one
+    wake-up) and their waiters are woken together (one call back into the loop), instead of a thread
+    hand-off and a wake-up per request. Each append still succeeds or fails on its own, as ``append``.
+    """
+
+    def __init__(self, writer: SpoolWriter) -> None:
+        self.writer = writer
+        self._batches: list[Sequence[bytes]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def append(self, records: Sequence[bytes]) -> asyncio.Future[None]:
+        """Resolves once the records are durable; fails as ``SpoolWriter.append`` would raise or fail."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if not self._batches:
+            loop.call_soon(self._flush, loop)  # after every request this iteration has appended
+        self._batches.append(records)
+        self._waiters.append(waiter)
+        return waiter
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batches, waiters = self._batches, self._waiters
+        self._batches, self._waiters = [], []
+        futures, last = self.writer.append_many(batches)
+        if last is None:  # nothing was queued: every future is done already
+            _settle(loop, futures, waiters)
+        else:
+            last.add_done_callback(lambda _: loop.call_soon_threadsafe(_settle, loop, futures, waiters))
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, futures: list[Future[None]], waiters: list[asyncio.Future[None]]
+) -> None:
+    """On the loop: pass each writer future's outcome to its waiter. The writer resolves its queue in
+    order, so all are done by now; one that is not (never expected) is passed on when it is."""
+    for future, waiter in zip(futures, waiters, strict=True):
+        if future.done():
+            _pass_on(future, waiter)
+        else:
+            future.add_done_callback(functools.partial(_pass_on_later, loop, waiter))
+
+
+def _pass_on_later(
+    loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], future: Future[None]
+) -> None:
+    loop.call_soon_threadsafe(_pass_on, future, waiter)
+
+
+def _pass_on(future: Future[None], waiter: asyncio.Future[None]) -> None:
+    if waiter.done():  # cancelled meanwhile
+        return
+    exc = future.exception()
+    if exc is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(exc)

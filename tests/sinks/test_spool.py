@@ -19,6 +19,7 @@ import pytest
 
 from sinks.spool import (
     MAX_RECORD_BYTES,
+    LoopAppender,
     SpoolClosed,
     SpoolError,
     SpoolFull,
@@ -651,3 +652,78 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path, policy: str) -> Non
     assert acked == list(range(len(acked)))
     assert len(numbers) >= len(acked)  # every acknowledged record is there (and maybe a few more)
     assert len(reader.sealed_segments()) > 1
+
+
+# --- the event loop's appender -------------------------------------------------------------------------
+
+
+def test_loop_appends_of_one_iteration_go_to_the_writer_together_and_resolve_in_order(tmp_path: Path) -> None:
+    w = make_writer(tmp_path)
+    calls: list[int] = []
+    real = w.append_many
+
+    def counting(batches: Any) -> Any:
+        calls.append(len(batches))
+        return real(batches)
+
+    w.append_many = counting  # type: ignore[method-assign]
+    appender = LoopAppender(w)
+
+    async def main() -> None:
+        waiters = [appender.append([f"r{i}".encode(), f"r{i}b".encode()]) for i in range(50)]
+        await asyncio.gather(*waiters)
+        await appender.append([b"later"])  # a later iteration: its own hand-off
+
+    asyncio.run(main())
+    assert calls == [50, 1]
+    assert w.flush(5)
+    w.close()
+    expected = [x for i in range(50) for x in (f"r{i}".encode(), f"r{i}b".encode())] + [b"later"]
+    assert read_all(SpoolReader(tmp_path)) == expected
+
+
+def test_loop_appends_succeed_or_fail_one_by_one(tmp_path: Path) -> None:
+    w = make_writer(tmp_path, max_bytes=4096)
+    appender = LoopAppender(w)
+    too_big = [b"x" * 3000, b"y" * 3000]  # fits no spool of 4 KiB
+    outcomes: list[object] = []
+
+    async def main() -> None:
+        waiters = [appender.append([b"small-1"]), appender.append(too_big), appender.append([b"small-2"])]
+        for result in await asyncio.gather(*waiters, return_exceptions=True):
+            outcomes.append(result)
+
+    asyncio.run(main())
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], SpoolFull)
+    assert w.flush(5)
+    w.close()
+    assert read_all(SpoolReader(tmp_path)) == [b"small-1", b"small-2"]
+
+
+def test_loop_appends_to_a_closed_writer_fail_with_spool_closed(tmp_path: Path) -> None:
+    w = make_writer(tmp_path)
+    w.close()
+    appender = LoopAppender(w)
+
+    async def main() -> list[BaseException | None]:
+        return await asyncio.gather(appender.append([b"a"]), appender.append([b"b"]), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, SpoolClosed) for r in results)
+
+
+def test_a_loop_append_with_an_oversized_record_fails_alone(tmp_path: Path) -> None:
+    w = make_writer(tmp_path)
+    appender = LoopAppender(w)
+
+    async def main() -> list[BaseException | None]:
+        waiters = [appender.append([b"ok"]), appender.append([b"z" * (MAX_RECORD_BYTES + 1)])]
+        return await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 5)
+
+    ok, oversized = asyncio.run(main())
+    assert ok is None
+    assert isinstance(oversized, ValueError)
+    assert w.flush(5)
+    w.close()
+    assert read_all(SpoolReader(tmp_path)) == [b"ok"]
