@@ -43,12 +43,20 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LUA_SCRIPT = BENCH_DIR / "wrk_post.lua"
+PACED_LUA_SCRIPT = BENCH_DIR / "wrk_paced.lua"
 
-TARGETS = ("limit", "naive", "beacon", "beacon-interval", "beacon-nofsync", "beacon-nospool")
-DEFAULT_TARGETS = ("limit", "naive", "beacon")
+TARGETS = ("limit", "naive", "beacon", "beacon-2w", "beacon-interval", "beacon-nofsync", "beacon-nospool")
+DEFAULT_TARGETS = ("limit", "naive", "beacon", "beacon-2w")
 # Spool durability variants (--targets beacon,beacon-interval,beacon-nofsync,beacon-nospool compares them
 # in one run); beacon-nospool is benchmarks/beacon_nospool.py: the same proxy with the spool write removed.
-SPOOL_FSYNC = {"beacon": "always", "beacon-interval": "interval", "beacon-nofsync": "never"}
+SPOOL_FSYNC = {
+    "beacon": "always",
+    "beacon-2w": "always",
+    "beacon-interval": "interval",
+    "beacon-nofsync": "never",
+}
+WORKERS = {"beacon-2w": 2}  # `serve --workers 2`, on both cores (wrk shares the second one)
+HALF_LOAD = 0.5  # paced runs offer this share of the measured maximum
 BEACON_TARGETS = (*SPOOL_FSYNC, "beacon-nospool")
 SCENARIOS = {"single": 1, "batch": 100}  # name -> events per request
 WARMUP_SECONDS = 2
@@ -302,7 +310,7 @@ def free_port() -> int:
         return port
 
 
-def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+def pinned(cmd: list[str], cpu: int | str | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *cmd] if cpu is not None else cmd
 
 
@@ -400,7 +408,7 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("BEACONPROXY_")}
 
 
-def make_server(target: str, workdir: Path, cpu: int | None, geoip: list[Path]) -> Server:
+def make_server(target: str, workdir: Path, cpu: int | str | None, geoip: list[Path]) -> Server:
     port = free_port()
     env = clean_env()
     py = sys.executable
@@ -419,7 +427,7 @@ def make_server(target: str, workdir: Path, cpu: int | None, geoip: list[Path]) 
         if target == "beacon-nospool":
             cmd = [py, str(BENCH_DIR / "beacon_nospool.py")]
         else:
-            cmd = [py, "-m", "proxy.cli", "serve"]
+            cmd = [py, "-m", "proxy.cli", "serve", "--workers", str(WORKERS.get(target, 1))]
             env["BEACONPROXY_SPOOL__FSYNC"] = SPOOL_FSYNC[target]
         env["BEACONPROXY_HOST"] = "127.0.0.1"
         env["BEACONPROXY_PORT"] = str(port)
@@ -432,13 +440,46 @@ def make_server(target: str, workdir: Path, cpu: int | None, geoip: list[Path]) 
 # --- load ----------------------------------------------------------------------------------------------
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads included (0.0 if it is gone)."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return None
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (the workers and primary of ``serve --workers N``)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))  # ppid
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children, all threads included (0.0 if gone)."""
+    total = 0
+    for p in process_tree(pid):
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
 
 
 def children_cpu_seconds() -> float:
@@ -463,8 +504,16 @@ class WrkRun:
 
 
 def run_wrk(
-    server: Server, requests_file: Path, seconds: int, args: argparse.Namespace, cpu: int | None
+    server: Server,
+    requests_file: Path,
+    seconds: int,
+    args: argparse.Namespace,
+    cpu: int | None,
+    pause_ms: float | None = None,
 ) -> WrkRun:
+    """One wrk run; with ``pause_ms``, each connection pauses that long before each request (paced)."""
+    script = LUA_SCRIPT if pause_ms is None else PACED_LUA_SCRIPT
+    extra = [] if pause_ms is None else [f"{pause_ms:.3f}"]
     cmd = pinned(
         [
             "wrk",
@@ -473,10 +522,11 @@ def run_wrk(
             f"--duration={seconds}s",
             "--timeout=10s",
             "--latency",
-            f"--script={LUA_SCRIPT}",
+            f"--script={script}",
             f"{server.url}/v1/events",
             "--",
             str(requests_file),
+            *extra,
         ],
         cpu,
     )
@@ -495,9 +545,16 @@ def run_wrk(
     server_cpu = process_cpu_seconds(server_pid) - server_cpu0
     wrk_cpu = children_cpu_seconds() - wrk_cpu0
     text = out.decode(errors="replace")
-    line = next((ln for ln in text.splitlines() if ln.startswith("WRK_RESULT ")), None)
-    if proc.returncode != 0 or line is None:
+    if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{text}\n{err.decode(errors='replace')}")
+    return parse_wrk_result(text, 100 * server_cpu / wall, 100 * wrk_cpu / wall, wrk_cpus)
+
+
+def parse_wrk_result(text: str, server_cpu_pct: float, wrk_cpu_pct: float, wrk_cpus: str) -> WrkRun:
+    """The ``WRK_RESULT {json}`` line that wrk_post.lua prints when wrk is done."""
+    line = next((ln for ln in text.splitlines() if ln.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no WRK_RESULT line:\n{text}")
     r = json.loads(line.removeprefix("WRK_RESULT "))
     e = r["errors"]
     return WrkRun(
@@ -510,8 +567,8 @@ def run_wrk(
         socket_errors=e["connect"] + e["read"] + e["write"] + e["timeout"],
         p50_ms=r["latency_us"]["p50"] / 1000,
         p99_ms=r["latency_us"]["p99"] / 1000,
-        server_cpu_pct=100 * server_cpu / wall,
-        wrk_cpu_pct=100 * wrk_cpu / wall,
+        server_cpu_pct=server_cpu_pct,
+        wrk_cpu_pct=wrk_cpu_pct,
         wrk_cpus=wrk_cpus,
     )
 
@@ -567,15 +624,17 @@ def admin_request(server: Server, data_dir: Path, path: str, sql: str | None = N
 def check_beacon(server: Server, data_dir: Path, check: Check) -> dict[str, float]:
     """Wait for the proxy to flush, count stored rows; return its sampled step timings (us per run)."""
     deadline = time.monotonic() + FLUSH_TIMEOUT_SECONDS
-    pending = -1
+    pending, empty_polls = -1, 0
     while time.monotonic() < deadline:
         ready = json.loads(http_get(f"{server.url}/readyz", timeout=5.0)[1])
-        pending = int(ready["spool_bytes"])  # the open segment seals by age; shipped ones are deleted
-        if pending == 0:
+        pending = int(ready["spool_segments"])  # sealed, not shipped yet
+        # Two empty listings more than a segment's age apart: any open segment was sealed and shipped.
+        empty_polls = empty_polls + 1 if pending == 0 else 0
+        if empty_polls == 2:
             break
-        time.sleep(0.25)
+        time.sleep(1.5)
     if pending != 0:
-        check.note = f"{pending} bytes still spooled after {FLUSH_TIMEOUT_SECONDS:.0f}s"
+        check.note = f"{pending} segments still spooled after {FLUSH_TIMEOUT_SECONDS:.0f}s"
     sql = "SELECT count() AS n, countIf(country != '') AS with_country FROM events"
     row = json.loads(admin_request(server, data_dir, "/admin/query", sql).splitlines()[0])
     check.stored, check.stored_with_country = int(row["n"]), int(row["with_country"])
@@ -608,8 +667,7 @@ class Result:
     wrk_cpu_pct: float
 
 
-def result_of(target: str, scenario: str, run: WrkRun) -> Result:
-    n = SCENARIOS[scenario]
+def result_of(target: str, scenario: str, n: int, run: WrkRun) -> Result:
     return Result(
         target=target,
         scenario=scenario,
@@ -628,14 +686,14 @@ def result_of(target: str, scenario: str, run: WrkRun) -> Result:
 
 def print_table(results: list[Result]) -> None:
     header = (
-        f"{'target':<15} {'scenario':<8} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'target':<15} {'scenario':<10} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'non-2xx':>7} {'sock err':>8} {'srv CPU':>7} {'wrk CPU':>7}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.target:<15} {r.scenario:<8} {r.requests_per_s:>9,.0f} {r.events_per_s:>10,.0f} "
+            f"{r.target:<15} {r.scenario:<10} {r.requests_per_s:>9,.0f} {r.events_per_s:>10,.0f} "
             f"{r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.non_2xx:>7,} {r.socket_errors:>8,} "
             f"{r.server_cpu_pct:>6.0f}% {r.wrk_cpu_pct:>6.0f}%"
             + (f"  statuses {r.non_2xx_statuses}" if r.non_2xx_statuses else "")
@@ -650,6 +708,7 @@ RATIOS = (
     ("beacon-interval", "beacon-nospool"),
     ("beacon-nofsync", "beacon-nospool"),
     ("beacon", "beacon-interval"),
+    ("beacon-2w", "beacon"),  # two workers against one
 )
 
 
@@ -680,6 +739,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--scenarios", default=",".join(SCENARIOS), help="comma list of " + ", ".join(SCENARIOS)
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--no-half-load",
+        dest="half_load",
+        action="store_false",
+        help="skip the paced run at half of each maximum (latency below saturation)",
+    )
+    parser.add_argument(
+        "--soak", type=int, default=0, metavar="SECONDS", help="beacon only: a paced run at half load, RSS"
+    )
     parser.add_argument("--user-agents", type=int, default=200, help="distinct User-Agents (default 200)")
     parser.add_argument("--client-ips", type=int, default=300, help="distinct client IPs (default 300)")
     parser.add_argument(
@@ -718,6 +786,104 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def pause_for(rate: float, connections: int) -> float:
+    """Per-connection pause (ms) that offers about ``rate`` requests/s over ``connections``."""
+    return connections * 1000.0 / max(rate, 1.0)
+
+
+def count(check: Check, run: WrkRun, n: int, args: argparse.Namespace) -> None:
+    """Add a run's answers to the check (``n`` events per request)."""
+    check.ok_events += run.ok_2xx * n
+    check.answered += run.accepted
+    check.dropped += run.dropped
+    # unanswered but possibly stored: one request per connection, and any that timed out
+    check.in_flight += (args.connections + run.socket_errors) * n
+
+
+def paced_pause(
+    server: Server, requests_file: Path, args: argparse.Namespace, cpu: int | None, rate: float
+) -> tuple[float, WrkRun]:
+    """The pause that offers ``rate`` requests/s, and the calibration run it was found with: a connection
+    sends once per pause + latency, so a short run at the naive pause measures that latency."""
+    pause = pause_for(rate, args.connections)
+    trial = run_wrk(server, requests_file, WARMUP_SECONDS, args, cpu, pause)
+    latency_ms = max(0.0, pause_for(trial.ok_2xx / trial.duration_s, args.connections) - pause)
+    return max(0.0, pause - latency_ms), trial
+
+
+def paced_run(
+    server: Server,
+    requests_file: Path,
+    args: argparse.Namespace,
+    cpu: int | None,
+    peak: float,
+    check: Check,
+    n: int,
+) -> WrkRun:
+    """Offer HALF_LOAD of ``peak`` requests/s; latency then shows what a request costs below saturation."""
+    pause, trial = paced_pause(server, requests_file, args, cpu, HALF_LOAD * peak)
+    count(check, trial, n, args)
+    run = run_wrk(server, requests_file, args.duration, args, cpu, pause)
+    count(check, run, n, args)
+    return run
+
+
+def soak(
+    server: Server,
+    requests_file: Path,
+    args: argparse.Namespace,
+    cpu: int | None,
+    results: list[Result],
+    check: Check,
+    n: int,
+) -> None:
+    """``--soak`` seconds at HALF_LOAD of the first scenario's maximum, sampling the server's RSS."""
+    peak = next(r.requests_per_s for r in results if r.target == "beacon" and "@" not in r.scenario)
+    pause, trial = paced_pause(server, requests_file, args, cpu, HALF_LOAD * peak)
+    count(check, trial, n, args)
+    print(f"  soak: {args.soak}s at {HALF_LOAD:.0%} of {peak:,.0f} req/s, RSS sampled every 10 s", flush=True)
+    cmd = pinned(
+        [
+            "wrk",
+            f"--threads={args.threads}",
+            f"--connections={args.connections}",
+            f"--duration={args.soak}s",
+            "--timeout=10s",
+            f"--script={PACED_LUA_SCRIPT}",
+            f"{server.url}/v1/events",
+            "--",
+            str(requests_file),
+            f"{pause:.3f}",
+        ],
+        cpu,
+    )
+    samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    out_path = server.log_path.with_suffix(".soak.out")
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        try:
+            while proc.poll() is None:
+                samples.append((time.monotonic() - t0, rss_bytes(server.pid)))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    count(check, parse_wrk_result(out_path.read_text(errors="replace"), 0.0, 0.0, "?"), n, args)
+    # Caches fill in the first minute; growth is measured from then (or a tenth of the run) to the end.
+    settle = min(60.0, args.soak / 10)
+    base = next((rss for t, rss in samples if t >= settle), samples[0][1])
+    end = samples[-1][1]
+    series = ", ".join(f"{t:.0f}s {rss / 2**20:.0f}" for t, rss in samples[:: max(1, len(samples) // 12)])
+    print(f"  soak RSS MiB: {series}")
+    print(
+        f"soak   beacon RSS {base / 2**20:.1f} MiB at {settle:.0f}s -> {end / 2**20:.1f} MiB at "
+        f"{samples[-1][0]:.0f}s: {100 * (end - base) / base:+.1f}%"
+    )
+
+
 def bench_target(
     target: str,
     args: argparse.Namespace,
@@ -729,7 +895,10 @@ def bench_target(
 ) -> tuple[Check, str, dict[str, float]]:
     """Start the target, warm up and measure every scenario, check what it stored, stop it."""
     server_cpu, wrk_cpu = cpus
-    server = make_server(target, workdir, server_cpu, geoip)
+    spec: int | str | None = server_cpu
+    if target in WORKERS and server_cpu is not None and wrk_cpu is not None:
+        spec = f"{server_cpu},{wrk_cpu}"
+    server = make_server(target, workdir, spec, geoip)
     check = Check(target)
     steps: dict[str, float] = {}
     with running(server):
@@ -738,19 +907,29 @@ def bench_target(
             n = SCENARIOS[scenario]
             for seconds, measured in ((WARMUP_SECONDS, False), (args.duration, True)):
                 run = run_wrk(server, files[scenario], seconds, args, wrk_cpu)
-                check.ok_events += run.ok_2xx * n
-                check.answered += run.accepted
-                check.dropped += run.dropped
-                # unanswered but possibly stored: one request per connection, and any that timed out
-                check.in_flight += (args.connections + run.socket_errors) * n
+                count(check, run, n, args)
                 if measured:
-                    results.append(result_of(target, scenario, run))
+                    results.append(result_of(target, scenario, n, run))
                     cores += f", wrk Cpus_allowed_list={run.wrk_cpus} ({scenario})"
                     print(
                         f"  {target} {scenario}: {results[-1].events_per_s:,.0f} events/s, "
                         f"server CPU {run.server_cpu_pct:.0f}%, wrk CPU {run.wrk_cpu_pct:.0f}%",
                         flush=True,
                     )
+            if args.half_load and target != "limit":
+                peak = results[-1].requests_per_s
+                paced = paced_run(server, files[scenario], args, wrk_cpu, peak, check, n)
+                results.append(result_of(target, f"{scenario}@50%", n, paced))
+                print(
+                    f"  {target} {scenario} paced at {HALF_LOAD:.0%} of its maximum: "
+                    f"{results[-1].requests_per_s:,.0f} req/s, p50 {paced.p50_ms:.2f} ms, "
+                    f"p99 {paced.p99_ms:.2f} ms",
+                    flush=True,
+                )
+        if args.soak and target == "beacon":
+            soak(
+                server, files[args.scenarios[0]], args, wrk_cpu, results, check, SCENARIOS[args.scenarios[0]]
+            )
         if target in BEACON_TARGETS:
             if target in SPOOL_FSYNC:  # beacon-nospool stores nothing
                 steps = check_beacon(server, workdir / f"{target}-data", check)
