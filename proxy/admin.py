@@ -49,7 +49,7 @@ async def admin_stats(request: Request) -> Response:
         require_admin(request, rt.admin_token)
     except HTTPError as exc:
         return error_response(exc.status, exc.message, exc.headers)
-    stats = rt.metrics.snapshot()
+    stats = rt.counters().snapshot()
     stats.update(rt.stats())
     stats["blocked_subjects"] = len(rt.suppressions)
     return json_response(200, stats)

@@ -218,8 +218,7 @@ def create_app(
     app.state.rt = rt
     if rt.shipper is not None:
         shipper = rt.shipper
-        snapshots = settings.data_dir / "run" / "metrics" if role == "primary" else None
         registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import
-        registry.register(RuntimeCollector(rt.metrics, lambda: shipper.stats, rt.spool_stats, snapshots))
+        registry.register(RuntimeCollector(rt.counters, lambda: shipper.stats, rt.spool_stats))
         app.state.registry = registry
     return app

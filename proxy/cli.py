@@ -89,7 +89,8 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> in
     import httpx
     import uvicorn
 
-    from proxy.worker import metrics_dir, primary_socket
+    from proxy.runtime import metrics_dir
+    from proxy.worker import primary_socket
 
     socket_path = primary_socket(settings)
     socket_path.parent.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,17 @@ class Metrics:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("a worker's metrics snapshot is unreadable; skipped")
 
+    def with_snapshots(self, directory: Path | None) -> Metrics:
+        """These counters plus every worker's snapshot in ``directory`` (the primary adds them up)."""
+        if directory is None:
+            return self
+        total = Metrics()
+        total.add(self.to_json())
+        for path in sorted(directory.glob("*.json")):
+            with contextlib.suppress(FileNotFoundError):
+                total.add(path.read_bytes())
+        return total
+
     def snapshot(self) -> dict[str, object]:
         return {
             "received": dict(self.received),
@@ -112,28 +123,16 @@ class RuntimeCollector(Collector):
 
     def __init__(
         self,
-        metrics: Metrics,
+        counters: Callable[[], Metrics],
         shipper: Callable[[], Any],
         spool: Callable[[], dict[str, Any]],
-        worker_snapshots: Path | None = None,
     ) -> None:
-        self.metrics = metrics
+        self.counters = counters  # the primary's include what its workers counted
         self.shipper = shipper
         self.spool = spool
-        self.worker_snapshots = worker_snapshots  # the primary adds up what its workers counted
-
-    def _counters(self) -> Metrics:
-        if self.worker_snapshots is None:
-            return self.metrics
-        total = Metrics()
-        total.add(self.metrics.to_json())
-        for path in sorted(self.worker_snapshots.glob("*.json")):
-            with contextlib.suppress(FileNotFoundError):
-                total.add(path.read_bytes())
-        return total
 
     def collect(self) -> Iterator[Metric]:
-        m = self._counters()
+        m = self.counters()
         requests = CounterMetricFamily("beacon_requests", "Ingestion requests received", labels=["endpoint"])
         for endpoint, n in sorted(m.received.items()):
             requests.add_metric([endpoint], n)

@@ -27,7 +27,7 @@ from config.settings import Settings, load_settings
 from proxy.app import create_app
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
-from proxy.runtime import Runtime
+from proxy.runtime import Runtime, metrics_dir
 
 log = logging.getLogger("beaconproxy")
 
@@ -49,10 +49,6 @@ SNAPSHOT_SECONDS = 1.0
 
 def primary_socket(settings: Settings) -> Path:
     return settings.data_dir / "run" / "primary.sock"
-
-
-def metrics_dir(settings: Settings) -> Path:
-    return settings.data_dir / "run" / "metrics"
 
 
 class Forwarder:

@@ -105,6 +105,13 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
     ]
     assert len(snapshots) == 2
     assert all(s["accepted"] > 0 for s in snapshots), "one worker took no traffic"
+    token = (Path(environ["BEACONPROXY_DATA_DIR"]) / "admin_token").read_text().strip()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/admin/stats", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        stats = orjson.loads(r.read())
+    assert stats["accepted"] == 200  # /admin/stats adds up the workers' counters too
 
     # A block made through the admin API (forwarded to the primary) reaches both workers.
     blocked = cli("subject", "block", "--site", "demo", "--client-id", "w-raw-1", env=environ)
