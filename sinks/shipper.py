@@ -13,6 +13,7 @@ resumes by itself. Segments older than the retention the events would have had i
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,20 @@ from sinks.spool import SpoolReader
 
 log = logging.getLogger(__name__)
 MAINTENANCE_SECONDS = 30.0
+# Shipping is background work: at this niceness the OS gives the event loop's thread the core first
+# when both want it (the store's own threads, started from a shipper thread, inherit it).
+SHIPPER_NICENESS = 10
+
+
+def lower_thread_priority(niceness: int = SHIPPER_NICENESS) -> None:
+    """Make the calling thread (only it: Linux keeps a niceness per thread) at least this nice."""
+    try:
+        tid = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < niceness:
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+    except (AttributeError, OSError):  # not Linux, or not allowed: shipping still works
+        pass
 
 
 @dataclass
@@ -132,6 +147,7 @@ class Shipper:
                 delay = min(delay * 2, self.backoff_max)
 
     def _start_sink(self) -> None:
+        lower_thread_priority()  # whichever thread starts the store, its threads start from this one
         self.sink.start()
         self.stats.sink_started = True
         log.info("sink %s started", self.sink.name)
@@ -208,6 +224,7 @@ class Shipper:
         return True
 
     def _run(self) -> None:
+        lower_thread_priority()
         if not self._ensure_sink():
             return
         while True:

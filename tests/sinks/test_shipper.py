@@ -24,7 +24,7 @@ from proxy.model import Event
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
 from sinks.codec import EventBlock, encode_event
-from sinks.shipper import Shipper
+from sinks.shipper import SHIPPER_NICENESS, Shipper, lower_thread_priority
 from sinks.spool import SpoolReader, SpoolWriter, encode_record, segment_name
 
 
@@ -908,3 +908,20 @@ def test_a_restart_after_an_insert_whose_reply_was_lost_stores_every_row_once(
     assert stored_ids(ch, database) == [1, 2, 3, 4, 5, 6]
     assert daily_pageviews(ch, database) == 6
     assert reader.sealed_segments() == []
+
+
+def test_lower_thread_priority_changes_only_the_calling_thread() -> None:
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+
+    def background() -> None:
+        lower_thread_priority(SHIPPER_NICENESS)
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        lower_thread_priority(SHIPPER_NICENESS - 5)  # never raises a thread's priority back
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=background)
+    t.start()
+    t.join()
+    assert seen == [max(SHIPPER_NICENESS, main_before)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
