@@ -56,6 +56,9 @@ class ServerSettings(_Section):
     suppression_reload_seconds: float = Field(5.0, gt=0, le=3600)
     # /metrics holds counts only (no personal data); require the admin token for it if you prefer.
     metrics_require_token: bool = False
+    # How long the event loop may keep the GIL while the spool writer or shipper thread waits for it
+    # (Python's default is 5 ms): shorter answers durable requests sooner, at a few more thread switches.
+    gil_switch_interval_ms: float = Field(1.0, gt=0, le=100)
 
 
 class PrivacySettings(_Section):

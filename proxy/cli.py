@@ -61,6 +61,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port)
     _configure_logging(settings.log_level, settings.log_format)
+    sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000)  # workers: create_from_environment
     import uvicorn
 
     from proxy.app import create_app

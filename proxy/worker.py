@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 import httpx
@@ -139,4 +140,5 @@ def create_from_environment() -> Starlette:
     """uvicorn's factory in each spawned worker: the same settings the parent loaded (env and file)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000)
     return create_worker_app(settings)

@@ -369,6 +369,10 @@ INVALID_ENV = [
     ),
     ({"BEACONPROXY_CLICKHOUSE__RETENTION_DAYS": "0"}, "clickhouse.retention_days: Input should be greater"),
     (
+        {"BEACONPROXY_SERVER__GIL_SWITCH_INTERVAL_MS": "0"},
+        "server.gil_switch_interval_ms: Input should be greater than 0",
+    ),
+    (
         {"BEACONPROXY_SITES__DEMO__ALLOWED_ORIGINS": '["https://example.com/"]'},
         "sites.demo.allowed_origins: Value error, allowed origin 'https://example.com/' must be",
     ),
