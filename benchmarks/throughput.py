@@ -244,12 +244,25 @@ SCREENS = ((1920, 1080), (2560, 1440), (1440, 900), (1366, 768), (390, 844), (41
 LANGUAGES = ("en-GB", "en-US", "de-DE", "fr-FR", "es-ES", "nl-NL", "pt-BR", "ja-JP")
 
 
-def make_event(rng: random.Random, now_ms: int) -> dict[str, Any]:
-    """One beacon as a browser script would send it (~600 bytes of JSON)."""
+def make_visitor(rng: random.Random) -> dict[str, Any]:
+    """What stays the same across one browser's beacons: ids, consent, language, screen."""
+    width, height = rng.choice(SCREENS)
+    return {
+        "screen": {"width": width, "height": height},
+        "language": rng.choice(LANGUAGES),
+        "client_id": f"{rng.getrandbits(64):016x}-{rng.getrandbits(32):08x}",
+        "session_id": f"s-{rng.getrandbits(48):012x}",
+        "consent": {"analytics": rng.random() < 0.6, "marketing": rng.random() < 0.3},
+    }
+
+
+def make_event(rng: random.Random, now_ms: int, visitor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One beacon as a browser script would send it (~600 bytes of JSON), from ``visitor`` (a new one
+    if None)."""
     slug = "-".join(rng.sample(WORDS, 4))
     section = rng.choice(SECTIONS)
     source, medium, campaign = rng.choice(UTM)
-    width, height = rng.choice(SCREENS)
+    who = make_visitor(rng) if visitor is None else visitor
     event: dict[str, Any] = {
         "site": "demo",
         "type": "pageview",
@@ -266,11 +279,11 @@ def make_event(rng: random.Random, now_ms: int) -> dict[str, Any]:
             "cart_items": rng.randint(0, 5),
             "theme": rng.choice(("light", "dark")),
         },
-        "screen": {"width": width, "height": height},
-        "language": rng.choice(LANGUAGES),
-        "client_id": f"{rng.getrandbits(64):016x}-{rng.getrandbits(32):08x}",
-        "session_id": f"s-{rng.getrandbits(48):012x}",
-        "consent": {"analytics": rng.random() < 0.6, "marketing": rng.random() < 0.3},
+        "screen": who["screen"],
+        "language": who["language"],
+        "client_id": who["client_id"],
+        "session_id": who["session_id"],
+        "consent": who["consent"],
         "engagement_ms": rng.randint(500, 180_000),
         "ts": now_ms - rng.randint(0, 60_000),
     }
@@ -290,7 +303,9 @@ def write_requests_file(
     events = 0
     with path.open("w", encoding="utf-8") as out:
         for i in range(lines):
-            batch = [make_event(rng, now_ms) for _ in range(events_per_request)]
+            # A batch comes from one browser (a tracker's queue): one visitor's ids and consent.
+            visitor = make_visitor(rng)
+            batch = [make_event(rng, now_ms, visitor) for _ in range(events_per_request)]
             for e in batch:
                 event_bytes += len(json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode())
             events += len(batch)

@@ -77,6 +77,20 @@ class Visit:
     ua: UserAgentInfo = field(default_factory=UserAgentInfo)
     geo: GeoResult = UNKNOWN
     visitor_hashes: dict[str, int] = field(default_factory=dict)
+    # (what, site, kind, raw value) -> keyed pseudonym or subject id, for this request only: a batch
+    # from one browser repeats its ids, and raw identifiers must not outlive the request in a cache.
+    keyed: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+
+
+def _keyed(
+    v: Visit, what: str, derive: Callable[[str, str, str], str], site: str, kind: str, value: str
+) -> str:
+    """``derive(site, kind, value)``, computed once per request (``what`` names ``derive``)."""
+    key = (what, site, kind, value)
+    out = v.keyed.get(key)
+    if out is None:
+        out = v.keyed[key] = derive(site, kind, value)
+    return out
 
 
 @dataclass(slots=True)
@@ -293,7 +307,8 @@ def put_identifiers(d: Draft, s: Services) -> Draft | Dropped:
     b, e, site = d.beacon, d.event, d.beacon.site
     if s.suppressions:
         for kind, value in (("client_id", b.client_id), ("user_id", b.user_id)):
-            if value and s.suppressions.is_blocked(site, kind, s.keys.subject(site, kind, value)):
+            subject = _keyed(d.visit, "subject", s.keys.subject, site, kind, value) if value else ""
+            if subject and s.suppressions.is_blocked(site, kind, subject):
                 assert d.site is not None
                 if d.site.settings.blocked_subjects == "drop":
                     return Dropped(DropReason.BLOCKED)
@@ -301,9 +316,10 @@ def put_identifiers(d: Draft, s: Services) -> Draft | Dropped:
                 # location) is stored, whatever was granted
                 d.consent = NO_CONSENT
                 return d
-    e.client_id = s.keys.pseudonym(site, "client_id", b.client_id) if b.client_id else None
-    e.user_id = s.keys.pseudonym(site, "user_id", b.user_id) if b.user_id else None
-    e.session_id = s.keys.pseudonym(site, "session_id", b.session_id) if b.session_id else None
+    p, v = s.keys.pseudonym, d.visit
+    e.client_id = _keyed(v, "pseudonym", p, site, "client_id", b.client_id) if b.client_id else None
+    e.user_id = _keyed(v, "pseudonym", p, site, "user_id", b.user_id) if b.user_id else None
+    e.session_id = _keyed(v, "pseudonym", p, site, "session_id", b.session_id) if b.session_id else None
     return d
 
 

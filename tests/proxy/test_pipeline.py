@@ -239,3 +239,34 @@ def test_steps_are_timed_on_a_sample(run: Callable[..., pl.Outcome], services: p
     assert runs["put_geo"] == 2
     assert runs["scrub_url"] == 2
     assert services.metrics.step_ns["put_geo"] > 0
+
+
+def test_a_batch_derives_each_pseudonym_once_and_the_next_request_again(
+    run: Callable[..., pl.Outcome], services: pl.Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str, str]] = []
+    real = services.keys.pseudonym
+
+    def counting(site: str, kind: str, value: str) -> str:
+        calls.append((site, kind, value))
+        return real(site, kind, value)
+
+    monkeypatch.setattr(services.keys, "pseudonym", counting)
+    granted = Consent(analytics=True)
+    same = [
+        Beacon(site="demo", url=f"https://e.com/{i}", client_id="c-1", session_id="s-1", consent=granted)
+        for i in range(5)
+    ]
+    other = Beacon(site="demo", url="https://e.com/x", client_id="c-2", session_id="s-1", consent=granted)
+    out = run(*same, other)
+    assert [e.client_id for e in out.events] == [real("demo", "client_id", "c-1")] * 5 + [
+        real("demo", "client_id", "c-2")
+    ]
+    assert {e.session_id for e in out.events} == {real("demo", "session_id", "s-1")}
+    assert sorted(calls) == [
+        ("demo", "client_id", "c-1"),
+        ("demo", "client_id", "c-2"),
+        ("demo", "session_id", "s-1"),
+    ]
+    run(same[0])  # a new request derives again: nothing raw is kept between requests
+    assert len(calls) == 5
