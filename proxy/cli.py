@@ -88,9 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> int:
     """A primary process (store, shipper, admin API on a unix socket) and N ingesting workers."""
     import httpx
-    import uvicorn
 
     from proxy.runtime import metrics_dir
+    from proxy.supervisor import Supervisor
     from proxy.worker import primary_socket
 
     socket_path = primary_socket(settings)
@@ -122,14 +122,9 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> in
                     return 1
                 time.sleep(0.1)
         log.info("Beacon Proxy on %s: %d workers, store %s", url, args.workers, _store(settings))
-        uvicorn.run(
-            "proxy.worker:create_from_environment",
-            factory=True,
-            workers=args.workers,
-            host=settings.host,
-            port=settings.port,
-            **_uvicorn_options(settings),
-        )
+        options = _uvicorn_options(settings)
+        grace = float(options["timeout_graceful_shutdown"]) + 5
+        status = Supervisor(args.workers, settings.host, settings.port, options, grace).run()
     finally:
         # Workers have sealed their segments; the primary ships what it can within its grace period.
         if primary.poll() is None:
@@ -139,7 +134,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> in
         except subprocess.TimeoutExpired:
             primary.kill()
             primary.wait()
-    return 0
+    return status
 
 
 def _store(settings: Settings) -> str:
