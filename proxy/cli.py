@@ -65,11 +65,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.runtime import freeze_startup_objects
 
     if args.primary_socket:  # started by `serve --workers N`: the one process that owns the store
         from proxy.worker import create_primary_app
 
         app = create_primary_app(settings, parent=os.getppid())
+        freeze_startup_objects()
         uvicorn.run(app, uds=args.primary_socket, **_uvicorn_options(settings))
         return 0
     if args.workers < 1:
@@ -78,9 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = runfile.local_url(settings.host, settings.port)
     if args.workers == 1:
         log.info("Beacon Proxy on %s (store %s)", url, _store(settings))
-        uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, **_uvicorn_options(settings)
-        )
+        app = create_app(settings)
+        freeze_startup_objects()
+        uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
         return 0
     return _serve_workers(args, settings, url)
 

@@ -59,9 +59,14 @@ class Site:
         return False
 
 
+_MAX_REMEMBERED_ORIGINS = 1024
+
+
 class SiteRegistry:
     def __init__(self, sites: Mapping[str, SiteSettings]) -> None:
         self._sites = {sid: Site.from_settings(sid, s) for sid, s in sites.items()}
+        # any_allows_origin runs for every beacon (CORS); an Origin is a site's address, not a visitor's.
+        self._any_allows: dict[str, bool] = {}
 
     def get(self, site_id: str) -> Site | None:
         return self._sites.get(site_id)
@@ -70,4 +75,10 @@ class SiteRegistry:
         return site_id in self._sites
 
     def any_allows_origin(self, origin: str) -> bool:
-        return any(site.allows_origin(origin) for site in self._sites.values())
+        allowed = self._any_allows.get(origin)
+        if allowed is None:
+            allowed = any(site.allows_origin(origin) for site in self._sites.values())
+            if len(self._any_allows) >= _MAX_REMEMBERED_ORIGINS:  # bounded: clients choose Origin
+                self._any_allows.clear()
+            self._any_allows[origin] = allowed
+        return allowed

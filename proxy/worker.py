@@ -28,7 +28,7 @@ from config.settings import Settings, load_settings
 from proxy.app import create_app
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
-from proxy.runtime import Runtime, metrics_dir
+from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
 
 log = logging.getLogger("beaconproxy")
 
@@ -141,4 +141,6 @@ def create_from_environment() -> Starlette:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000)
-    return create_worker_app(settings)
+    app = create_worker_app(settings)
+    freeze_startup_objects()
+    return app

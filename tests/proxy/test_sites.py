@@ -169,3 +169,14 @@ def test_empty_registry_allows_no_origin() -> None:
 
     assert registry.any_allows_origin("https://example.com") is False
     assert "demo" not in registry
+
+
+def test_any_allows_origin_remembers_answers_within_a_bound() -> None:
+    registry = SiteRegistry(
+        {"shop": SiteSettings(allowed_origins=("https://shop.example.com",)), "blog": SiteSettings()}
+    )
+    for i in range(3000):  # clients choose the Origin header: the memo must stay bounded
+        assert registry.any_allows_origin(f"https://x{i}.example.net") is False
+    assert len(registry._any_allows) <= 1024
+    assert registry.any_allows_origin("https://shop.example.com") is True
+    assert registry.any_allows_origin("https://shop.example.com") is True  # remembered, same answer
