@@ -230,6 +230,11 @@ def parse_user_agent(ua: str) -> UserAgentInfo:
         if native.is_automation(ua):
             return BOT
         parsed = _user_agents_view(ua, native.first_rules(ua))
+    return coarse_info(parsed)
+
+
+def coarse_info(parsed: UserAgent) -> UserAgentInfo:
+    """What is kept of a user_agents view: allow-listed families, major versions, a device class."""
     if parsed.is_bot:
         return BOT
     if parsed.is_tablet:

@@ -320,26 +320,7 @@ def old_parse_user_agent(ua: str) -> UserAgentInfo:
     """The reference: parse_user_agent as it was before ua-parser-rs, on ``user_agents.parse``."""
     if not ua or len(ua) > MAX_UA_LENGTH or useragent._AUTOMATION.search(ua):
         return BOT
-    parsed = user_agents.parse(ua)
-    if parsed.is_bot:
-        return BOT
-    if parsed.is_tablet:
-        device = "tablet"
-    elif parsed.is_mobile:
-        device = "mobile"
-    elif parsed.is_pc:
-        device = "desktop"
-    else:
-        device = "other"
-    browser = useragent._known(parsed.browser.family, useragent.KNOWN_BROWSERS)
-    os = useragent._known(parsed.os.family, useragent.KNOWN_OS)
-    return UserAgentInfo(
-        browser=browser,
-        browser_version=useragent._major(parsed.browser.version) if browser not in ("", "Other") else "",
-        os=os,
-        os_version=useragent._major(parsed.os.version) if os not in ("", "Other") else "",
-        device=device,
-    )
+    return useragent.coarse_info(user_agents.parse(ua))  # the classification both paths share
 
 
 # user_agents.parse's rules for browser, OS and device, in its order
