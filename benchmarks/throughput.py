@@ -761,7 +761,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="skip the paced run at half of each maximum (latency below saturation)",
     )
     parser.add_argument(
-        "--soak", type=int, default=0, metavar="SECONDS", help="beacon only: a paced run at half load, RSS"
+        "--soak", type=int, default=0, metavar="SECONDS", help="beacon targets: a paced run at half load, RSS"
     )
     parser.add_argument("--user-agents", type=int, default=200, help="distinct User-Agents (default 200)")
     parser.add_argument("--client-ips", type=int, default=300, help="distinct client IPs (default 300)")
@@ -845,6 +845,7 @@ def paced_run(
 
 def soak(
     server: Server,
+    target: str,
     requests_file: Path,
     args: argparse.Namespace,
     cpu: int | None,
@@ -853,7 +854,7 @@ def soak(
     n: int,
 ) -> None:
     """``--soak`` seconds at HALF_LOAD of the first scenario's maximum, sampling the server's RSS."""
-    peak = next(r.requests_per_s for r in results if r.target == "beacon" and "@" not in r.scenario)
+    peak = next(r.requests_per_s for r in results if r.target == target and "@" not in r.scenario)
     pause, trial = paced_pause(server, requests_file, args, cpu, HALF_LOAD * peak)
     count(check, trial, n, args)
     print(f"  soak: {args.soak}s at {HALF_LOAD:.0%} of {peak:,.0f} req/s, RSS sampled every 10 s", flush=True)
@@ -894,7 +895,7 @@ def soak(
     series = ", ".join(f"{t:.0f}s {rss / 2**20:.0f}" for t, rss in samples[:: max(1, len(samples) // 12)])
     print(f"  soak RSS MiB: {series}")
     print(
-        f"soak   beacon RSS {base / 2**20:.1f} MiB at {settle:.0f}s -> {end / 2**20:.1f} MiB at "
+        f"soak   {target} RSS {base / 2**20:.1f} MiB at {settle:.0f}s -> {end / 2**20:.1f} MiB at "
         f"{samples[-1][0]:.0f}s: {100 * (end - base) / base:+.1f}%"
     )
 
@@ -941,10 +942,9 @@ def bench_target(
                     f"p99 {paced.p99_ms:.2f} ms",
                     flush=True,
                 )
-        if args.soak and target == "beacon":
-            soak(
-                server, files[args.scenarios[0]], args, wrk_cpu, results, check, SCENARIOS[args.scenarios[0]]
-            )
+        if args.soak and target in BEACON_TARGETS:
+            scenario = args.scenarios[0]
+            soak(server, target, files[scenario], args, wrk_cpu, results, check, SCENARIOS[scenario])
         if target in BEACON_TARGETS:
             if target in SPOOL_FSYNC:  # beacon-nospool stores nothing
                 steps = check_beacon(server, workdir / f"{target}-data", check)
