@@ -8,13 +8,9 @@ beaconproxy config [--config FILE]        # the effective settings, secrets hidd
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -89,15 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> int:
     """A primary process (store, shipper, admin API on a unix socket) and N ingesting workers."""
-    import httpx
-
     from proxy.runtime import metrics_dir
-    from proxy.supervisor import Supervisor
+    from proxy.supervisor import PrimaryProcess, Supervisor
     from proxy.worker import primary_socket
 
     socket_path = primary_socket(settings)
     socket_path.parent.mkdir(parents=True, exist_ok=True)
-    socket_path.unlink(missing_ok=True)
     for old in metrics_dir(settings).glob("*.json"):  # counters start again with this run
         old.unlink()
     # Workers are spawned fresh and read their settings from the environment and the same file.
@@ -105,37 +98,22 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> in
     os.environ["BEACONPROXY_PORT"] = str(settings.port)
     if args.config:
         os.environ["BEACONPROXY_CONFIG"] = str(Path(args.config).resolve())
-    primary = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    primary = PrimaryProcess(
         [sys.executable, "-m", "proxy.cli", "serve", "--primary-socket", str(socket_path)],
-        start_new_session=True,  # stopped by us, after the workers: see proxy.worker.create_primary_app
+        socket_path,
+        stop_seconds=settings.batch.shutdown_grace_seconds + 60,
     )
     try:
-        deadline = time.monotonic() + 120
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=2) as client:
-            while True:
-                if primary.poll() is not None:
-                    log.error("the primary process exited with %s", primary.returncode)
-                    return 1
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("http://primary/healthz").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    log.error("the primary process did not start")
-                    return 1
-                time.sleep(0.1)
+        if not primary.start():
+            return 1
         log.info("Beacon Proxy on %s: %d workers, store %s", url, args.workers, _store(settings))
         options = _uvicorn_options(settings)
         grace = float(options["timeout_graceful_shutdown"]) + 5
-        status = Supervisor(args.workers, settings.host, settings.port, options, grace).run()
+        status = Supervisor(args.workers, settings.host, settings.port, options, grace).run(
+            primary.keep_alive
+        )
     finally:
-        # Workers have sealed their segments; the primary ships what it can within its grace period.
-        if primary.poll() is None:
-            primary.send_signal(signal.SIGTERM)
-        try:
-            primary.wait(settings.batch.shutdown_grace_seconds + 60)
-        except subprocess.TimeoutExpired:
-            primary.kill()
-            primary.wait()
+        primary.stop()  # after the workers sealed their segments: it ships what it can in its grace period
     return status
 
 

@@ -8,17 +8,22 @@ kernel spreads new connections across the workers evenly.
 The supervisor binds every socket before it starts a worker (a port in use fails at once), restarts a
 worker that dies, gives up when workers keep dying right after they start, and on SIGTERM or SIGINT asks
 every worker to finish its requests in flight and seal its spool segment (uvicorn's graceful shutdown).
+The primary process (the store's owner) is watched too: when it dies it is started again, while the
+workers go on accepting into their spool segments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -86,8 +91,9 @@ class Supervisor:
         log.info("worker process %s started", process.pid)
         return process, time.monotonic()
 
-    def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; 0, or 1 when the workers cannot start."""
+    def run(self, watch: Callable[[], None] | None = None) -> int:
+        """Serve until SIGTERM/SIGINT; 0, or 1 when the workers cannot start. ``watch`` is called at
+        every poll (the primary's keep-alive)."""
         sockets = [reuseport_socket(self.host, self.port) for _ in range(self.count)]
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         workers = [self._start(sock) for sock in sockets]
@@ -96,6 +102,8 @@ class Supervisor:
         try:
             while not self._stop:
                 time.sleep(POLL_SECONDS)
+                if watch is not None and not self._stop:
+                    watch()
                 for i, (process, started) in enumerate(workers):
                     if process.is_alive() or self._stop:
                         continue
@@ -129,3 +137,62 @@ class Supervisor:
                 log.warning("worker process %s did not stop in time; killing it", process.pid)
                 process.kill()
                 process.join()
+
+
+class PrimaryProcess:
+    """The primary of ``serve --workers N``: started, watched (and started again when it dies), stopped
+    last, after the workers sealed their segments, with time to ship them."""
+
+    def __init__(self, cmd: Sequence[str], socket_path: Path, stop_seconds: float) -> None:
+        self.cmd = list(cmd)
+        self.socket_path = socket_path
+        self.stop_seconds = stop_seconds
+        self.process: subprocess.Popen[bytes] | None = None
+        self._next_try = 0.0
+
+    def start(self, timeout: float = 120.0) -> bool:
+        """Start it and wait until it answers /healthz on its socket; False if it exits or times out."""
+        import httpx
+
+        self.socket_path.unlink(missing_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.cmd,
+            start_new_session=True,  # stopped by us, after the workers: see proxy.worker.create_primary_app
+        )
+        deadline = time.monotonic() + timeout
+        transport = httpx.HTTPTransport(uds=str(self.socket_path))
+        with httpx.Client(transport=transport, timeout=2) as client:
+            while True:
+                if self.process.poll() is not None:
+                    log.error("the primary process exited with %s", self.process.returncode)
+                    return False
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("http://primary/healthz").status_code == 200:
+                        return True
+                if time.monotonic() > deadline:
+                    log.error("the primary process did not start")
+                    return False
+                time.sleep(0.1)
+
+    def keep_alive(self) -> None:
+        """Start it again if it died (workers keep spooling meanwhile; shipping resumes when it is back)."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        if time.monotonic() < self._next_try:
+            return
+        code = self.process.returncode if self.process is not None else None
+        log.warning("the primary process is gone (exit %s); starting it again", code)
+        if not self.start():
+            self._next_try = time.monotonic() + RESTART_DELAY_SECONDS * 5
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(self.stop_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

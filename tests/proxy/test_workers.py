@@ -166,3 +166,41 @@ def test_two_workers_with_a_remote_store(tmp_path: Path, env: dict[str, str]) ->
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
+
+
+def _primary_pid(data_dir: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--primary-socket" in args and any(data_dir.encode() in a for a in args):
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_primary_is_started_again_and_nothing_accepted_is_lost(
+    workers: tuple[subprocess.Popen[bytes], dict[str, str]],
+) -> None:
+    proc, environ = workers
+    port, data_dir = environ["BEACONPROXY_PORT"], environ["BEACONPROXY_DATA_DIR"]
+    for n in range(20):
+        assert post(port, {"site": "demo", "url": f"https://e.com/before{n}"}) == 202
+    first = _primary_pid(data_dir)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    for n in range(20):  # the workers keep accepting into their spool segments meanwhile
+        assert post(port, {"site": "demo", "url": f"https://e.com/during{n}"}) == 202
+    eventually(lambda: (pid := _primary_pid(data_dir)) is not None and pid != first, 120)
+    eventually(lambda: _count_or_none(environ) == 40, 120)
+    assert proc.poll() is None
+
+
+def _count_or_none(environ: dict[str, str]) -> int | None:
+    result = cli("query", "SELECT count() AS n FROM events", env=environ)
+    if result.returncode != 0:
+        return None  # the new primary is still starting
+    n: int = orjson.loads(result.stdout)["n"]
+    return n
