@@ -25,7 +25,7 @@ from config.settings import Settings
 from proxy import runfile
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
 from proxy.geo import GeoLookup
-from proxy.http import HTTPError, error_response, json_response, require_admin
+from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
 from proxy.metrics import RuntimeCollector
 from proxy.runtime import Role, Runtime, build_runtime
@@ -89,12 +89,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    # The exception text may quote request data: log only where it happened.
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-    log.error("internal error %s at %s on %s", type(exc).__name__, where, request.url.path)
+    log_internal_error(log, exc, request.url.path)
     return error_response(500, "internal error")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 import orjson
@@ -18,6 +19,16 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+def log_internal_error(log: logging.Logger, exc: BaseException, path: str) -> None:
+    """Log an unexpected exception by type and the line it was raised at: its text may quote request
+    data (an IP, an identifier, a payload value), so it is never logged."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error("internal error %s at %s on %s", type(exc).__name__, where, path)
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from proxy.consent import parse_cookie_header
-from proxy.http import HTTPError
+from proxy.http import HTTPError, log_internal_error
 from proxy.model import DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
@@ -201,12 +201,7 @@ class Ingest:
         except Disconnected:
             return
         except Exception as exc:
-            # The exception text may quote request data: log only where it happened.
-            tb = exc.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-            log.error("internal error %s at %s on %s", type(exc).__name__, where, scope["path"])
+            log_internal_error(log, exc, scope["path"])
             await _send_json(send, 500, {"error": "internal error"}, {})
 
     async def events(self, scope: Scope, receive: Receive, send: Send) -> None:
