@@ -72,6 +72,7 @@ class Visit:
 
     info: RequestInfo
     sites: frozenset[str]
+    now_ms: float  # info.now in epoch milliseconds
     full_ip: bytes | None = None
     ip: str = ""  # truncated, formatted
     ua: UserAgentInfo = field(default_factory=UserAgentInfo)
@@ -371,6 +372,7 @@ def scrub_props(d: Draft, s: Services) -> Draft | Dropped:
     return d
 
 
+@lru_cache(maxsize=1024)  # a few tags and Accept-Language values make up nearly all traffic
 def _primary_language(tag: str) -> str:
     primary = tag.split(",", 1)[0].split(";", 1)[0].strip().split("-", 1)[0].split("_", 1)[0].lower()
     return primary if 2 <= len(primary) <= 3 and primary.isascii() and primary.isalpha() else ""
@@ -393,7 +395,7 @@ def put_timestamp(d: Draft, s: Services) -> Draft | Dropped:
     """The client's clock is trusted within bounds; outside them the server's receive time is used."""
     ts_ms = d.beacon.ts_ms
     if ts_ms is not None:
-        now_ms = d.event.ts.timestamp() * 1000
+        now_ms = d.visit.now_ms  # the receive time every event of the request starts with
         if now_ms - s.max_past_ms <= ts_ms <= now_ms + s.max_future_ms:
             d.event.ts = datetime.fromtimestamp(ts_ms / 1000, UTC)
     return d
@@ -488,7 +490,7 @@ class Pipeline:
         run = _run_timed if self._requests % TIMING_SAMPLE == 1 else _run
         if valid:
             sites = frozenset(b.site for b in valid if b.site in s.sites)
-            visit = run(REQUEST_STEPS, Visit(info=info, sites=sites), s)
+            visit = run(REQUEST_STEPS, Visit(info, sites, info.now.timestamp() * 1000), s)
             if isinstance(visit, Dropped):
                 out.dropped[visit.reason] += len(valid)
             else:

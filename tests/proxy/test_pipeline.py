@@ -175,7 +175,8 @@ def test_the_first_drop_stops_the_run(run: Callable[..., pl.Outcome], services: 
 
 def test_request_phase_forgets_the_full_ip_and_user_agent(services: pl.Services) -> None:
     info = pl.RequestInfo(peer="203.0.113.77", forwarded=None, user_agent=CHROME_UA, now=NOW)
-    visit = pl._run(pl.REQUEST_STEPS, pl.Visit(info=info, sites=frozenset({"demo"})), services)
+    start = pl.Visit(info=info, sites=frozenset({"demo"}), now_ms=info.now.timestamp() * 1000)
+    visit = pl._run(pl.REQUEST_STEPS, start, services)
     assert isinstance(visit, pl.Visit)
     assert visit.full_ip is None
     assert visit.info.peer is None and visit.info.forwarded is None
