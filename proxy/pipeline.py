@@ -12,7 +12,9 @@ User-Agent, and they end by destroying both: every event step runs after ``trunc
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -495,8 +497,13 @@ class Pipeline:
                 out.dropped[visit.reason] += len(valid)
             else:
                 now = info.now
-                for b in valid:
-                    draft = Draft(beacon=b, event=Event(site=b.site, type=b.type, ts=now), visit=visit)
+                # Random row ids, from one read of the OS's generator for the whole request (each
+                # read releases the GIL, and a waiting thread can then hold the loop up).
+                ids = os.urandom(16 * len(valid))
+                for i, b in enumerate(valid):
+                    event_id = uuid.UUID(bytes=ids[16 * i : 16 * i + 16], version=4)
+                    event = Event(site=b.site, type=b.type, ts=now, event_id=event_id)
+                    draft = Draft(beacon=b, event=event, visit=visit)
                     result = run(EVENT_STEPS, draft, s)
                     if isinstance(result, Dropped):
                         out.dropped[result.reason] += 1

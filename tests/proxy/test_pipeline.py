@@ -271,3 +271,10 @@ def test_a_batch_derives_each_pseudonym_once_and_the_next_request_again(
     ]
     run(same[0])  # a new request derives again: nothing raw is kept between requests
     assert len(calls) == 5
+
+
+def test_every_event_gets_its_own_random_version_4_id(run: Callable[..., pl.Outcome]) -> None:
+    batches = [run(*[Beacon(site="demo", url=f"https://e.com/{i}") for i in range(50)]) for _ in range(3)]
+    ids = [e.event_id for out in batches for e in out.events]
+    assert len(ids) == len(set(ids)) == 150
+    assert {i.version for i in ids} == {4}
