@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 
 class HTTPError(Exception):
@@ -39,22 +40,42 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return json_response(status, {"error": message}, headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header or bytes read)."""
-    declared = request.headers.get("content-length")
+class Disconnected(ClientDisconnect):
+    """The client went away before its body was read: there is nobody to answer."""
+
+
+async def read_limited(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body from ASGI ``receive``, refused with 413 as soon as it is known to exceed ``limit``
+    (``declared``, the Content-Length header, or the bytes read)."""
     if declared is not None:
         if not declared.isdigit():
             raise HTTPError(400, "invalid Content-Length")
         if int(declared) > limit:
             raise HTTPError(413, f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+    message = await receive()
+    if message["type"] != "http.request":
+        raise Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message
+        if len(body) > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        return body
+    chunks, size = [body], len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            raise Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise HTTPError(413, f"body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """A Starlette request's body (not read before), bounded as ``read_limited``."""
+    return await read_limited(request.receive, request.headers.get("content-length"), limit)
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:

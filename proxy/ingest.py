@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from proxy.consent import parse_cookie_header
-from proxy.http import HTTPError, log_internal_error
+from proxy.http import Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.model import DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
@@ -63,10 +63,6 @@ _GIF = (b"content-type", b"image/gif")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
-class Disconnected(Exception):
-    """The client went away before its body was read: there is nobody to answer."""
-
-
 def read_headers(scope: Scope, ip_header: str) -> dict[str, str]:
     """The wanted headers, decoded as latin-1 like every ASGI framework does. The first value of a
     repeated header wins, except the client-IP header, whose values are joined in order (RFC 9110
@@ -95,35 +91,6 @@ def request_info(scope: Scope, headers: dict[str, str], ip_header: str) -> Reque
         dnt=headers.get("dnt", "").strip() == "1",
         cookies=parse_cookie_header(cookie) if cookie else {},
     )
-
-
-async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header or bytes read)."""
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise HTTPError(400, "invalid Content-Length")
-        if int(declared) > limit:
-            raise HTTPError(413, f"body larger than {limit} bytes")
-    message = await receive()
-    if message["type"] != "http.request":
-        raise Disconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):  # the usual case: one message
-        if len(body) > limit:
-            raise HTTPError(413, f"body larger than {limit} bytes")
-        return body
-    chunks, size = [body], len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] != "http.request":
-            raise Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _all_dropped_for(outcome: Outcome, reason: DropReason, valid: int) -> bool:
@@ -215,7 +182,7 @@ class Ingest:
                 raise HTTPError(415, "Content-Type must be application/json or text/plain")
             if headers.get("content-encoding", "identity").strip().lower() != "identity":
                 raise HTTPError(415, "Content-Encoding is not supported; send the body uncompressed")
-            body = await read_body(receive, headers, self.max_body)
+            body = await read_limited(receive, headers.get("content-length"), self.max_body)
             try:
                 beacons = parse_body(body, rt.limits)
             except RequestError as exc:
