@@ -13,11 +13,12 @@ never carry the client's IP, User-Agent, identifiers or payload values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.consent import parse_cookie_header
 from proxy.http import Disconnected, HTTPError, log_internal_error, read_limited
@@ -28,12 +29,6 @@ from proxy.runtime import Runtime
 from proxy.visitor import cors_for_origin
 from sinks.codec import encode_event
 from sinks.spool import SpoolError, SpoolFull
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("beaconproxy")
 

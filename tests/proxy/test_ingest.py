@@ -10,8 +10,9 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
+from starlette.types import Message
 
-from proxy.ingest import GIF, Ingest, Message, read_headers
+from proxy.ingest import GIF, Ingest, read_headers
 from tests.conftest import CHROME_UA, stored_rows
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
