@@ -147,8 +147,7 @@ class Shipper:
                 delay = min(delay * 2, self.backoff_max)
 
     def _start_sink(self) -> None:
-        lower_thread_priority()  # whichever thread starts the store, its threads start from this one
-        self.sink.start()
+        self.sink.start()  # on a background-priority thread: the store's threads start from it
         self.stats.sink_started = True
         log.info("sink %s started", self.sink.name)
 
@@ -172,13 +171,28 @@ class Shipper:
             log.warning("purged %d spooled segments older than the retention", purged)
 
     def try_start_sink(self) -> bool:
-        """One attempt, for start-up: the proxy serves (and spools) even while the sink is down."""
-        try:
-            self._start_sink()
-        except SinkError as exc:
-            self._error(exc, self.backoff_initial)
-            return False
-        return True
+        """One attempt, for start-up: the proxy serves (and spools) even while the sink is down.
+
+        Made on a short-lived thread of its own at background priority, so that the store's threads
+        inherit that priority and the caller's thread keeps its own."""
+        failure: list[BaseException] = []
+
+        def attempt() -> None:
+            lower_thread_priority()
+            try:
+                self._start_sink()
+            except BaseException as exc:  # handed to the caller's thread below
+                failure.append(exc)
+
+        thread = threading.Thread(target=attempt, name="sink-start")
+        thread.start()
+        thread.join()
+        if not failure:
+            return True
+        if not isinstance(failure[0], SinkError):
+            raise failure[0]
+        self._error(failure[0], self.backoff_initial)
+        return False
 
     def _ship(self, name: str) -> bool:
         batch = self.reader.read(name)

@@ -925,3 +925,30 @@ def test_lower_thread_priority_changes_only_the_calling_thread() -> None:
     t.join()
     assert seen == [max(SHIPPER_NICENESS, main_before)] * 2
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+def test_starting_the_sink_leaves_the_callers_priority_alone(
+    spool_dir: Path, shippers: Callable[..., Shipper]
+) -> None:
+    seen: list[int] = []
+
+    class Recording(FakeSink):
+        def start(self) -> None:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            super().start()
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert shippers(Recording(spool_dir), SpoolReader(spool_dir)).try_start_sink()
+    assert seen == [max(SHIPPER_NICENESS, before)]  # the store started at background priority
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_an_unexpected_error_starting_the_sink_reaches_the_caller(
+    spool_dir: Path, shippers: Callable[..., Shipper]
+) -> None:
+    class Broken(FakeSink):
+        def start(self) -> None:
+            raise ValueError("not a sink error")
+
+    with pytest.raises(ValueError, match="not a sink error"):
+        shippers(Broken(spool_dir), SpoolReader(spool_dir)).try_start_sink()
