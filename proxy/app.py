@@ -30,6 +30,7 @@ from proxy.ingest import Ingest
 from proxy.metrics import RuntimeCollector
 from proxy.runtime import Role, Runtime, build_runtime
 from proxy.subjects import SubjectService
+from proxy.tracker import tracker_endpoint
 from proxy.useragent import parser_backend
 from proxy.visitor import consent_withdraw, credentialed_cors, gpc_json, opt_in, opt_out
 from sinks.base import Sink, SinkError
@@ -107,6 +108,7 @@ def ingest_routes() -> list[Route]:
         Route("/v1/opt-in", opt_in, methods=["GET"]),
         Route("/v1/consent/withdraw", preflight, methods=["OPTIONS"]),
         Route("/.well-known/gpc.json", gpc_json, methods=["GET"]),
+        Route("/t.js", tracker_endpoint(), methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
