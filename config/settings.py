@@ -59,6 +59,9 @@ class ServerSettings(_Section):
     # How long the event loop may keep the GIL while the spool writer or shipper thread waits for it
     # (Python's default is 5 ms): shorter answers durable requests sooner, at a few more thread switches.
     gil_switch_interval_ms: float = Field(1.0, gt=0, le=100)
+    # Compressed bodies (gzip, and PostHog's lz64/base64 forms) are refused with 413 once they expand past
+    # this: max_body_bytes bounds what is read, this bounds what a small "decompression bomb" becomes.
+    max_decompressed_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
 
 
 class PrivacySettings(_Section):
@@ -190,6 +193,18 @@ class SiteSettings(_Section):
     # (keep a rotated-out key until pseudonym_retention_days have passed). Empty: derived from
     # privacy.pseudonym_secret and the site id.
     pseudonym_keys: tuple[str, ...] = ()
+    # How other trackers name this site, for the wire-compatible endpoints: a Plausible domain, an Umami
+    # website id, a Segment/RudderStack write key, a PostHog project API key, a Snowplow app id. Any key
+    # here matches in every format; a key may belong to one site only.
+    tracker_keys: tuple[str, ...] = ()
+
+    @field_validator("tracker_keys")
+    @classmethod
+    def _tracker_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for k in v:
+            if not k or len(k) > 256 or k != k.strip():
+                raise ValueError("each tracker key must be 1-256 characters without surrounding spaces")
+        return v
 
     @field_validator("children_paths")
     @classmethod
@@ -236,6 +251,11 @@ class Settings(_Section):
         for name in self.sites:
             if not SITE_ID_RE.match(name):
                 raise ValueError(f"site id {name!r} must be 1-64 of [A-Za-z0-9._-]")
+        owner: dict[str, str] = {}
+        for name, site in self.sites.items():
+            for key in site.tracker_keys:
+                if owner.setdefault(key, name) != name:
+                    raise ValueError(f"tracker key {key!r} is listed by sites {owner[key]!r} and {name!r}")
         return self
 
     @property

@@ -21,7 +21,9 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.consent import parse_cookie_header
-from proxy.http import Disconnected, HTTPError, log_internal_error, read_limited
+from proxy.formats import Format, route
+from proxy.formats.base import ForeignRequest, TooLarge
+from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.model import DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
@@ -33,10 +35,6 @@ from sinks.spool import SpoolError, SpoolFull
 log = logging.getLogger("beaconproxy")
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
 RETRY_AFTER_SECONDS = 5
 # The request headers the ingestion endpoints read; all others are never decoded.
 _WANTED = frozenset(
@@ -51,8 +49,12 @@ _WANTED = frozenset(
         "dnt",
         "cookie",
         "referer",
+        "authorization",  # only the wire-compatible endpoints read it: a Segment write key
+        "x-write-key",
     }
 )
+# What a browser may send cross-origin to the wire-compatible endpoints (answered in their preflight).
+_FOREIGN_ALLOW_HEADERS = "Content-Type, Content-Encoding, Authorization, X-Write-Key, X-Umami-Cache"
 _JSON = (b"content-type", b"application/json")
 _GIF = (b"content-type", b"image/gif")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
@@ -139,6 +141,7 @@ class Ingest:
         self.rt = rt
         self.ip_header = rt.settings.server.client_ip_header.lower()
         self.max_body = rt.settings.server.max_body_bytes
+        self.max_decompressed = rt.settings.server.max_decompressed_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -149,6 +152,14 @@ class Ingest:
                 if method in ("GET", "HEAD"):
                     return await self._guarded(self.pixel, scope, receive, send)
                 return await _send(send, 405, b"Method Not Allowed", _TEXT, {"Allow": "GET, HEAD"})
+            fmt = route(path)
+            if fmt is not None:
+                if method in fmt.methods:
+                    return await self._guarded(lambda *a: self.foreign(fmt, *a), scope, receive, send)
+                if method == "OPTIONS":
+                    return await self.preflight(scope, send)
+                allow = ", ".join(sorted(fmt.methods))
+                return await _send(send, 405, b"Method Not Allowed", _TEXT, {"Allow": allow})
         await self.app(scope, receive, send)
 
     async def _guarded(
@@ -198,6 +209,68 @@ class Ingest:
         if outcome.errors:
             answer["errors"] = [{"index": i, "error": m} for i, m in outcome.errors]
         await _send_json(send, 202, answer, cors)
+
+    async def preflight(self, scope: Scope, send: Send) -> None:
+        origin = read_headers(scope, self.ip_header).get("origin")
+        if not origin or not self.rt.pipeline.services.sites.any_allows_origin(origin):
+            return await _send_json(send, 403, {"error": "origin not allowed"}, {"Vary": "Origin"})
+        headers = {
+            **cors_for_origin(origin, self.rt.pipeline.services.sites),
+            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+            "Access-Control-Allow-Headers": _FOREIGN_ALLOW_HEADERS,
+            "Access-Control-Max-Age": "86400",
+        }
+        await _send(send, 204, b"", _TEXT, headers)
+
+    async def foreign(self, fmt: Format, scope: Scope, receive: Receive, send: Send) -> None:
+        """Another tracker's request: parsed by its format module, then the same pipeline and spool."""
+        rt = self.rt
+        rt.metrics.received[fmt.name] += 1
+        headers = read_headers(scope, self.ip_header)
+        cors = cors_for_origin(headers.get("origin"), rt.pipeline.services.sites)
+        try:
+            method = scope["method"]
+            body = b""
+            if method == "POST":
+                body = await read_limited(receive, headers.get("content-length"), self.max_body)
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            req = ForeignRequest(
+                method=method,
+                path=scope["path"],
+                query=query,
+                headers=headers,
+                body=body,
+                max_decompressed=self.max_decompressed,
+                site_for_key=rt.pipeline.services.sites.site_for_key,
+                limits=rt.limits,
+            )
+            try:
+                parsed = fmt.parse(req)
+            except TooLarge as exc:
+                raise HTTPError(413, str(exc)) from None
+            except RequestError as exc:
+                raise HTTPError(400, str(exc)) from None
+            del req, body, query  # the raw payload is not kept past parsing
+            beacons = parsed.beacons
+            if beacons:
+                rt.pipeline.count_received(fmt.name, beacons)
+                info = request_info(scope, headers, self.ip_header)
+                if parsed.user_agent:  # the visitor's, carried in the payload by a server-side tracker
+                    info.user_agent = parsed.user_agent
+                parsed.user_agent = None
+                outcome = rt.pipeline.process(info, beacons)
+                valid = len(beacons) - len(outcome.errors)
+                if valid == 0:
+                    rt.metrics.rejected_requests[400] += 1
+                    errors = [{"index": i, "error": m} for i, m in outcome.errors]
+                    return await _send_json(send, 400, {"error": "no valid event", "errors": errors}, cors)
+                _refuse_dropped_request(outcome, valid)
+                await submit(rt, outcome)
+        except HTTPError as exc:
+            rt.metrics.rejected_requests[exc.status] += 1
+            return await _send_json(send, exc.status, {"error": exc.message}, {**cors, **exc.headers})
+        extra = {"Cache-Control": "no-store, max-age=0"} if fmt.ok_type == b"image/gif" else {}
+        await _send(send, fmt.ok_status, fmt.ok_body, (b"content-type", fmt.ok_type), {**cors, **extra})
 
     async def pixel(self, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self.rt

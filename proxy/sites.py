@@ -65,11 +65,17 @@ _MAX_REMEMBERED_ORIGINS = 1024
 class SiteRegistry:
     def __init__(self, sites: Mapping[str, SiteSettings]) -> None:
         self._sites = {sid: Site.from_settings(sid, s) for sid, s in sites.items()}
+        # Settings guarantee a tracker key names one site only.
+        self._by_key = {key: sid for sid, s in sites.items() for key in s.tracker_keys}
         # any_allows_origin runs for every beacon (CORS); an Origin is a site's address, not a visitor's.
         self._any_allows: dict[str, bool] = {}
 
     def get(self, site_id: str) -> Site | None:
         return self._sites.get(site_id)
+
+    def site_for_key(self, key: str) -> str:
+        """The id of the site that lists ``key`` among its tracker keys, or "" (an unknown site)."""
+        return self._by_key.get(key, "")
 
     def __contains__(self, site_id: object) -> bool:
         return site_id in self._sites

@@ -56,7 +56,9 @@ def test_defaults_load_from_shipped_file(cwd: Path) -> None:
     assert s.geoip.city is False
     assert (s.clickhouse.dsn, s.clickhouse.database, s.clickhouse.retention_days) == ("", "beacon", 400)
     assert (s.batch.max_rows, s.batch.max_bytes, s.batch.max_age_seconds) == (10_000, 8_388_608, 1.0)
-    assert s.sites == {"demo": SiteSettings(allowed_origins=("*",), without_consent="anonymous")}
+    assert s.sites == {
+        "demo": SiteSettings(allowed_origins=("*",), without_consent="anonymous", tracker_keys=("demo",))
+    }
 
 
 def test_shipped_file_agrees_with_code_defaults_except_demo_site(tmp_path: Path) -> None:
@@ -240,7 +242,9 @@ def test_site_env_overrides_one_key_of_a_file_site() -> None:
 
     assert s.sites == {
         "demo": SiteSettings(
-            allowed_origins=("https://example.com", "https://*.example.com"), without_consent="anonymous"
+            allowed_origins=("https://example.com", "https://*.example.com"),
+            without_consent="anonymous",
+            tracker_keys=("demo",),
         )
     }
 
@@ -254,7 +258,7 @@ def test_site_env_adds_a_site() -> None:
     )
 
     assert s.sites == {
-        "demo": SiteSettings(allowed_origins=("*",), without_consent="anonymous"),
+        "demo": SiteSettings(allowed_origins=("*",), without_consent="anonymous", tracker_keys=("demo",)),
         "shop": SiteSettings(allowed_origins=("https://shop.example.com",), without_consent="drop"),
     }
 
@@ -544,3 +548,14 @@ def test_env_site_override_matches_a_file_site_id_case_insensitively(tmp_path: P
     assert set(s.sites) == {"MyShop"}
     assert s.sites["MyShop"].without_consent == "drop"
     assert s.sites["MyShop"].allowed_origins == ("https://shop.example.com",)
+
+
+def test_a_tracker_key_belongs_to_one_site() -> None:
+    with pytest.raises(SettingsError, match="tracker key 'k1' is listed by sites 'a' and 'b'"):
+        load_settings(environ={}, sites={"a": {"tracker_keys": ["k1"]}, "b": {"tracker_keys": ["k2", "k1"]}})
+
+
+@pytest.mark.parametrize("key", ["", " padded ", "x" * 257])
+def test_tracker_keys_are_checked(key: str) -> None:
+    with pytest.raises(SettingsError, match="tracker key"):
+        load_settings(environ={}, sites={"a": {"tracker_keys": [key]}})

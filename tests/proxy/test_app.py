@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from proxy.app import create_app
-from proxy.ingest import GIF
+from proxy.http import GIF
 from tests.conftest import CHROME_UA, stored_rows
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}

@@ -1,0 +1,57 @@
+"""Helpers for the format tests: requests as the real clients sent them (payloads/), and a builder."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from proxy.formats.base import ForeignRequest
+from proxy.parse import Limits
+
+PAYLOADS = Path(__file__).with_name("payloads")
+KEYS = {"demo": "demo", "example.com": "shop", "phc_shop": "shop"}
+
+
+def foreign(
+    path: str,
+    body: bytes | dict[str, Any] | list[Any] = b"",
+    *,
+    method: str = "POST",
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    max_decompressed: int = 1 << 20,
+) -> ForeignRequest:
+    raw = orjson.dumps(body) if isinstance(body, dict | list) else body
+    return ForeignRequest(
+        method=method,
+        path=path,
+        query=query or {},
+        headers={k.lower(): v for k, v in (headers or {}).items()},
+        body=raw,
+        max_decompressed=max_decompressed,
+        site_for_key=lambda key: KEYS.get(key, ""),
+        limits=Limits(),
+    )
+
+
+def captured(client: str) -> list[ForeignRequest]:
+    """The requests ``client`` sent, recorded byte for byte (see each file's "captured" note)."""
+    doc = orjson.loads((PAYLOADS / f"{client}.json").read_bytes())
+    out = []
+    for r in doc["requests"]:
+        path, _, qs = r["path"].partition("?")
+        query = dict(parse_qsl(qs, keep_blank_values=True))
+        out.append(
+            foreign(
+                path,
+                base64.b64decode(r["body_base64"]),
+                method=r["method"],
+                query=query,
+                headers=r["headers"],
+            )
+        )
+    return out

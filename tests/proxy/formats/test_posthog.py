@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import base64
+import gzip
+
+import lzstring
+import orjson
+import pytest
+
+from proxy.formats import posthog
+from proxy.formats.base import UNKNOWN_SITE, TooLarge
+from proxy.model import Beacon
+from proxy.parse import EventError, RequestError
+from tests.proxy.formats.conftest import captured, foreign
+
+EVENTS = [
+    {
+        "event": "$pageview",
+        "properties": {
+            "token": "demo",
+            "distinct_id": "0190-anon",
+            "$device_id": "0190-anon",
+            "$session_id": "sess-1",
+            "$current_url": "https://example.com/pricing?email=jo@example.com",
+            "$referrer": "$direct",
+            "title": "Pricing",
+            "$screen_width": 1920,
+            "$screen_height": 1080,
+            "$browser_language": "en-GB",
+            "$raw_user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
+            "$ip": "81.2.69.142",
+            "$set": {"email": "jo@example.com"},
+        },
+        "timestamp": "2026-12-01T15:00:00.000Z",
+    },
+    {
+        "event": "signup",
+        "properties": {"token": "demo", "distinct_id": "user-9", "$device_id": "0190-anon", "plan": "pro"},
+    },
+    {
+        "event": "$identify",
+        "properties": {"token": "demo", "distinct_id": "user-9", "$anon_distinct_id": "x"},
+    },
+]
+
+
+def beacons_of(parsed: posthog.Parsed) -> list[Beacon]:
+    assert all(isinstance(b, Beacon) for b in parsed.beacons), parsed.beacons
+    return [b for b in parsed.beacons if isinstance(b, Beacon)]
+
+
+def test_posthog_python_captures() -> None:
+    reqs = captured("posthog-python-7.91.1")
+    signup, pageview, person, gzipped = (posthog.parse(r) for r in reqs)
+    (b,) = beacons_of(signup)
+    assert (b.site, b.type, b.name, b.client_id, b.user_id) == ("demo", "event", "signup", "user-42", None)
+    assert b.props == {"plan": "pro"}  # $python_version, $os, $lib... are PostHog's, not stored
+    assert b.url == "https://example.com/x?email=a@b.c"  # the pipeline scrubs it
+    assert b.ts_ms is not None
+    (p,) = beacons_of(pageview)
+    assert (p.type, p.url, p.referrer) == ("pageview", "https://example.com/pricing", "https://google.com/q")
+    assert person.beacons == [] and person.ignored == 1  # $set: a person's traits, never stored
+    (g,) = beacons_of(gzipped)
+    assert (g.name, g.client_id) == ("gz", "u")
+
+
+def test_posthog_js_event_fields() -> None:
+    parsed = posthog.parse(foreign("/e/", EVENTS))
+    view, signup = beacons_of(parsed)
+    assert parsed.ignored == 1
+    assert (view.type, view.title, view.referrer, view.language) == ("pageview", "Pricing", "", "en-GB")
+    assert (view.client_id, view.user_id, view.session_id) == ("0190-anon", None, "sess-1")
+    assert (view.screen_width, view.screen_height) == (1920, 1080)
+    assert view.props == {}  # $ip, $set and the other $ properties are never copied
+    assert view.ts_ms == 1796137200000
+    assert (signup.client_id, signup.user_id) == ("0190-anon", "user-9")  # identified after $identify
+    assert parsed.user_agent == EVENTS[0]["properties"]["$raw_user_agent"]  # type: ignore[index]
+
+
+def test_every_encoding_posthog_clients_use() -> None:
+    doc = orjson.dumps(EVENTS)
+    lz = lzstring.LZString().compressToBase64(doc.decode())
+    b64 = base64.b64encode(doc).decode()
+    forms = [
+        foreign("/e/", gzip.compress(doc), query={"compression": "gzip-js"}),
+        foreign("/e/", gzip.compress(doc), headers={"Content-Encoding": "gzip"}),
+        foreign(
+            "/e/",
+            f"data={lz.replace('+', '%2B')}&compression=lz64".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        foreign("/e/", lz.encode(), query={"compression": "lz64"}),
+        foreign("/e/", f"data={b64.replace('+', '%2B')}".encode()),
+        foreign("/e/", b64.encode()),
+        foreign("/e/", method="GET", query={"data": b64}),
+        foreign("/batch/", {"api_key": "demo", "batch": [{k: v for k, v in EVENTS[1].items()}]}),
+    ]
+    for req in forms:
+        names = [b.name for b in beacons_of(posthog.parse(req))]
+        assert names in (["pageview", "signup"], ["signup"]), req
+
+
+def test_decompression_bombs_in_each_compressed_form() -> None:
+    huge = orjson.dumps([{"event": "x", "properties": {"token": "demo", "pad": "a" * 3_000_000}}])
+    lz = lzstring.LZString().compressToBase64(huge.decode())
+    for req in (
+        foreign("/e/", gzip.compress(huge), query={"compression": "gzip-js"}),
+        foreign("/e/", lz.encode(), query={"compression": "lz64"}),
+        foreign("/e/", base64.b64encode(huge)),
+    ):
+        req.max_decompressed = 1 << 20
+        with pytest.raises(TooLarge):
+            posthog.parse(req)
+
+
+def test_keys_and_bad_input() -> None:
+    unknown = posthog.parse(foreign("/e/", {"event": "x", "properties": {"token": "nope"}}))
+    assert [b.site for b in beacons_of(unknown)] == [UNKNOWN_SITE]
+    shop = posthog.parse(foreign("/capture/", {"api_key": "phc_shop", "event": "x", "distinct_id": 5}))
+    assert [(b.site, b.client_id) for b in beacons_of(shop)] == [("shop", "5")]
+    mixed = posthog.parse(foreign("/e/", [{"event": "ok", "properties": {"token": "demo"}}, {"nope": 1}, 3]))
+    assert [type(b) for b in mixed.beacons] == [Beacon, EventError, EventError]
+    no_key = posthog.parse(foreign("/e/", {"event": "x"}))
+    assert isinstance(no_key.beacons[0], EventError)
+    for body in (b"{not json", b"[]", b"12", b"%%%"):
+        with pytest.raises(RequestError):
+            posthog.parse(foreign("/e/", body))
+    assert posthog.parse(foreign("/engage/", {"$set": {"email": "x"}, "$token": "demo"})).ignored == 1
