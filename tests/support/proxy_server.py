@@ -78,10 +78,9 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeo
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"proxy exited at start:\n{log_path.read_text(errors='replace')}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+            if r.status == 200:
+                return
         if time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"proxy did not become healthy:\n{log_path.read_text(errors='replace')}")
