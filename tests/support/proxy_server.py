@@ -58,7 +58,7 @@ class RunningProxy:
     def rows(self, where: str = "1", want: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
         """Rows of ``beacon.events`` matching ``where``, polled until ``want`` are visible (rows land in
         batches); then a short settle so that rows beyond ``want`` would show up too."""
-        sql = f"SELECT * FROM beacon.events WHERE {where} ORDER BY ts, event_id FORMAT JSONEachRow"
+        sql = f"SELECT * FROM beacon.events WHERE {where} ORDER BY ts, event_id"
         deadline = time.monotonic() + timeout
         while True:
             rows = self.query(sql)
