@@ -21,7 +21,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.consent import parse_cookie_header
-from proxy.formats import Format, route
+from proxy.formats import Format, posthog, route
 from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.model import DropReason
@@ -142,6 +142,7 @@ class Ingest:
         self.ip_header = rt.settings.server.client_ip_header.lower()
         self.max_body = rt.settings.server.max_body_bytes
         self.max_decompressed = rt.settings.server.max_decompressed_bytes
+        self.sites = rt.pipeline.services.sites
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -153,6 +154,11 @@ class Ingest:
                     return await self._guarded(self.pixel, scope, receive, send)
                 return await _send(send, 405, b"Method Not Allowed", _TEXT, {"Allow": "GET, HEAD"})
             fmt = route(path)
+            if fmt is None and method in ("GET", "POST"):
+                answer = posthog.static_answer(path)
+                if answer is not None:
+                    cors = cors_for_origin(read_headers(scope, self.ip_header).get("origin"), self.sites)
+                    return await _send(send, 200, answer, _JSON, {**cors, "Cache-Control": "max-age=300"})
             if fmt is not None:
                 if method in fmt.methods:
                     return await self._guarded(lambda *a: self.foreign(fmt, *a), scope, receive, send)

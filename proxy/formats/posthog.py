@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+
 from proxy.formats.base import (
     ForeignRequest,
     Parsed,
@@ -61,6 +63,46 @@ NOT_ANALYTICS = frozenset(
     }
 )
 _SKIP_PROP = {"token", "distinct_id", "title"}
+
+# posthog-js asks for its remote config and feature flags at start. Neither is served here, so the
+# answers say "nothing enabled": no flags, no recording, surveys or heatmaps, no autocapture (whose
+# element texts are not stored anyway). They also steer the client to gzip and to /i/v0/e/. The
+# request's body (it carries distinct_id) is never read, and the answers are the same for everyone.
+REMOTE_CONFIG = orjson.dumps(
+    {
+        "supportedCompression": ["gzip-js", "base64"],
+        "analytics": {"endpoint": "/i/v0/e/"},
+        "hasFeatureFlags": False,
+        "sessionRecording": False,
+        "heatmaps": False,
+        "surveys": False,
+        "autocapture_opt_out": True,
+        "captureDeadClicks": False,
+        "capturePerformance": False,
+        "autocaptureExceptions": False,
+        "siteApps": [],
+    }
+)
+NO_FLAGS = orjson.dumps(
+    {
+        "flags": {},
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "errorsWhileComputingFlags": False,
+        "quotaLimited": [],
+        "sessionRecording": False,
+    }
+)
+
+
+def static_answer(path: str) -> bytes | None:
+    """The constant JSON answer for posthog-js's config and flag requests, None for other paths."""
+    path = path.rstrip("/")
+    if path in ("/flags", "/decide"):
+        return NO_FLAGS
+    if path.startswith("/array/") and path.endswith("/config") and path.count("/") == 3:
+        return REMOTE_CONFIG
+    return None
 
 
 def _lz64(data: str, limit: int) -> bytes:

@@ -341,3 +341,17 @@ def test_snowplow_pixel_and_the_visitor_user_agent_a_server_tracker_forwards(
         ("https://example.com/g", "Chrome", "Windows")
     ]
     assert_absent(stored_text(ch, database), ["Mozilla", "python-requests", quote(CHROME_UA)], "stored rows")
+
+
+def test_posthog_js_config_and_flag_requests_get_constant_answers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with TestClient(create_app(make_settings(sites=sites())), client=("127.0.0.1", 5000)) as c:
+        config = c.get("/array/phc_anything/config", headers={"Origin": "https://example.com"})
+        assert config.status_code == 200
+        assert config.json()["sessionRecording"] is False and config.json()["autocapture_opt_out"] is True
+        assert config.headers["access-control-allow-origin"] == "https://example.com"
+        flags = c.post("/flags/?v=2", content=b"data=eyJkaXN0aW5jdF9pZCI6InJhdyJ9")
+        assert flags.status_code == 200 and flags.json()["featureFlags"] == {}
+        assert b"raw" not in flags.content  # the request (its distinct_id) is never read
+        assert c.get("/array/a/b/config").status_code == 404

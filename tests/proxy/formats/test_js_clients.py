@@ -4,7 +4,9 @@ pointed at a running proxy by changing only their endpoint; the stored rows are 
 The page is served from ``localhost:<port>`` and the proxy listens on ``127.0.0.1:<other port>``: cross-site,
 as a site and its analytics endpoint are in production. Playwright marks the browser as automated
 (``navigator.webdriver``), which posthog-js rightly treats as a bot and sends nothing for; the init script
-gives it a visitor's browser's value instead.
+gives it a visitor's browser's value instead. posthog-js otherwise runs with its defaults: it fetches its
+remote config from the proxy (answered "nothing enabled"), batches events and sends the last ones with
+sendBeacon as the page goes away.
 """
 
 from __future__ import annotations
@@ -52,9 +54,7 @@ def wait_rows(proxy: RunningProxy, where: str, want: int) -> list[dict[str, Any]
 
 
 POSTHOG_PAGE = """<!doctype html><title>Pricing</title><script src="/posthog.js"></script><script>
-posthog.init('{key}', {{api_host: '{proxy}', request_batching: false, autocapture: false,
-  capture_pageview: 'history_change', capture_pageleave: true, disable_session_recording: true,
-  advanced_disable_flags: true, disable_surveys: true}});
+posthog.init('{key}', {{api_host: '{proxy}', capture_pageview: 'history_change', capture_pageleave: true}});
 </script><body>pricing</body>"""
 
 
