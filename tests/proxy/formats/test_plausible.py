@@ -81,3 +81,21 @@ def test_bad_input() -> None:
             plausible.parse(foreign("/api/event", body))
     (bad,) = plausible.parse(foreign("/api/event", {"n": "pageview", "d": "demo"})).beacons  # no url
     assert isinstance(bad, EventError)
+
+
+def test_plausible_tracker_captures() -> None:
+    """@plausible-analytics/tracker 0.4.6 in Chromium: page view, custom event, SPA page view, two
+    engagement events."""
+    from tests.proxy.formats.conftest import captured
+
+    out = [b for r in captured("plausible-tracker-0.4.6") for b in plausible.parse(r).beacons]
+    assert all(isinstance(b, Beacon) for b in out)
+    got = [(b.type, b.name, b.url.rsplit("/", 1)[1], b.engagement_ms) for b in out if isinstance(b, Beacon)]
+    assert got == [
+        ("pageview", "pageview", "page?utm_source=news", None),
+        ("event", "Signup", "page?utm_source=news", None),
+        ("event", "engagement", "page?utm_source=news", 1323),
+        ("pageview", "pageview", "next", None),
+        ("event", "engagement", "next", 3823),
+    ]
+    assert {b.site for b in out if isinstance(b, Beacon)} == {"demo"}

@@ -126,3 +126,22 @@ def test_keys_and_bad_input() -> None:
         with pytest.raises(RequestError):
             posthog.parse(foreign("/e/", body))
     assert posthog.parse(foreign("/engage/", {"$set": {"email": "x"}, "$token": "demo"})).ignored == 1
+
+
+def test_posthog_js_captures() -> None:
+    """posthog-js 1.449.2 in Chromium, with its defaults: gzip bodies (named by magic bytes, not by the
+    query), /e/ then /i/v0/e/ once its remote config arrived, a batch sent with sendBeacon at page leave."""
+    reqs = [r for r in captured("posthog-js-1.449.2") if r.path in ("/e/", "/i/v0/e/")]
+    assert all(r.body[:2] == b"\x1f\x8b" for r in reqs)
+    out = [b for r in reqs for b in beacons_of(posthog.parse(r))]
+    assert [(b.type, b.name, b.url.rsplit("/", 1)[1]) for b in out] == [
+        ("pageview", "pageview", "page?utm_source=news"),
+        ("event", "signup", "page?utm_source=news"),
+        ("pageview", "pageview", "next"),
+        ("event", "$pageleave", "next"),
+    ]
+    assert len({b.client_id for b in out}) == 1 and out[0].client_id  # its anonymous $device_id
+    assert all(b.session_id for b in out)
+    assert out[1].props == {"utm_source": "news", "plan": "pro"}
+    assert out[3].engagement_ms == 3828
+    assert out[0].title == "Pricing" and out[0].screen_width == 1280

@@ -65,3 +65,21 @@ def test_identify_is_answered_and_not_stored() -> None:
 def test_bad_input(body: object) -> None:
     with pytest.raises(RequestError):
         umami.parse(foreign("/api/send", body))  # type: ignore[arg-type]
+
+
+def test_umami_node_captures() -> None:
+    """@umami/node 0.4.0: a page view, a named event with data, an identify call."""
+    from tests.proxy.formats.conftest import captured
+
+    view, event, identify = (umami.parse(r) for r in captured("umami-node-0.4.0"))
+    (v,) = view.beacons
+    assert isinstance(v, Beacon)
+    assert (v.type, v.url, v.title, v.language) == (
+        "pageview",
+        "https://example.com/pricing?utm_source=news",
+        "Pricing",
+        "en-GB",
+    )
+    (e,) = event.beacons
+    assert isinstance(e, Beacon) and (e.name, e.props) == ("signup", {"plan": "pro"})
+    assert identify.beacons == [] and identify.ignored == 1  # its id and e-mail are never stored
