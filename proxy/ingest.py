@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +37,9 @@ log = logging.getLogger("beaconproxy")
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})
 RETRY_AFTER_SECONDS = 5
+# A foreign body this large is parsed on a worker thread: decompressing it to its limit or decoding
+# LZ-String can take tens of milliseconds, which must not stall every other request on the loop.
+PARSE_OFF_LOOP_BYTES = 64 * 1024
 # The request headers the ingestion endpoints read; all others are never decoded.
 _WANTED = frozenset(
     {
@@ -251,7 +255,10 @@ class Ingest:
                 limits=rt.limits,
             )
             try:
-                parsed = fmt.parse(req)
+                if len(body) + len(scope["query_string"]) > PARSE_OFF_LOOP_BYTES:
+                    parsed = await anyio.to_thread.run_sync(fmt.parse, req)
+                else:
+                    parsed = fmt.parse(req)
             except TooLarge as exc:
                 raise HTTPError(413, str(exc)) from None
             except RequestError as exc:

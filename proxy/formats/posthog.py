@@ -105,7 +105,15 @@ def static_answer(path: str) -> bytes | None:
     return None
 
 
+# LZ-String is decoded in Python, at about 0.2 us per output character (benchmarks/formats_bench.py):
+# its input is kept small so that one request cannot cost much CPU (up to ~40 ms at this size, on a
+# worker thread: see proxy.ingest). Only old posthog-js versions send lz64; current ones send gzip.
+MAX_LZ64_CHARS = 64 * 1024
+
+
 def _lz64(data: str, limit: int) -> bytes:
+    if len(data) > MAX_LZ64_CHARS:
+        raise TooLarge(f"lz64 bodies are limited to {MAX_LZ64_CHARS} characters; send gzip instead")
     try:
         return decompress_from_base64(data, limit).encode()
     except LZStringError as exc:
@@ -138,7 +146,7 @@ def payload_bytes(req: ForeignRequest) -> bytes:
         return _decode(data.encode("latin-1"), compression, limit)
     body = content_decoded(req)
     ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if ctype == "application/x-www-form-urlencoded" or body[:5] == b"data=":
+    if ctype == "application/x-www-form-urlencoded" or body.startswith((b"data=", b"compression=")):
         form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
         data = form.get("data")
         if not data:

@@ -6,8 +6,11 @@ the logs or the data directory."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import logging
+import random
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -18,7 +21,10 @@ from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
 
 from config.settings import Settings
+from proxy import formats
 from proxy.app import create_app
+from proxy.formats import posthog
+from proxy.ingest import PARSE_OFF_LOOP_BYTES
 from tests.conftest import CHROME_UA, stored_rows, stored_text
 from tests.proxy.test_privacy import EMAIL, FULL_V4, assert_absent, data_dir_text, needles
 
@@ -355,3 +361,29 @@ def test_posthog_js_config_and_flag_requests_get_constant_answers(
         assert flags.status_code == 200 and flags.json()["featureFlags"] == {}
         assert b"raw" not in flags.content  # the request (its distinct_id) is never read
         assert c.get("/array/a/b/config").status_code == 404
+
+
+def test_a_large_compressed_body_is_parsed_off_the_event_loop(
+    make_settings: Callable[..., Settings], ch: Client, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+
+    def spy(req: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return posthog.parse(req)
+
+    monkeypatch.setitem(formats.ROUTES, "/batch", dataclasses.replace(formats.POSTHOG, parse=spy))
+    rng = random.Random(5)
+    pad = [rng.randbytes(600).hex() for _ in range(100)]
+    events = [{"event": f"e{i}", "properties": {"token": "demo", "pad": p}} for i, p in enumerate(pad)]
+    small = gzip.compress(orjson.dumps(events[:2]))
+    large = gzip.compress(orjson.dumps(events))
+    assert len(small) < PARSE_OFF_LOOP_BYTES < len(large)
+    with TestClient(create_app(make_settings(sites=sites())), client=("127.0.0.1", 5000)) as c:
+        for body in (small, large):
+            r = c.post("/batch/", content=body, headers={"Content-Encoding": "gzip", "User-Agent": CHROME_UA})
+            assert r.status_code == 200
+        assert len(stored_rows(ch, database, c)) == 102
+    loop_thread, worker = threads
+    # the small body was parsed on the event loop's thread, the large one on a worker thread
+    assert loop_thread.startswith("asyncio-portal") and worker == "AnyIO worker thread"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import random
 
 import lzstring
 import orjson
@@ -90,6 +91,7 @@ def test_every_encoding_posthog_clients_use() -> None:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         ),
         foreign("/e/", lz.encode(), query={"compression": "lz64"}),
+        foreign("/e/", f"compression=lz64&data={lz.replace('+', '%2B')}".encode()),  # no Content-Type
         foreign("/e/", f"data={b64.replace('+', '%2B')}".encode()),
         foreign("/e/", b64.encode()),
         foreign("/e/", method="GET", query={"data": b64}),
@@ -106,6 +108,7 @@ def test_decompression_bombs_in_each_compressed_form() -> None:
     for req in (
         foreign("/e/", gzip.compress(huge), query={"compression": "gzip-js"}),
         foreign("/e/", lz.encode(), query={"compression": "lz64"}),
+        foreign("/e/", f"compression=lz64&data={lz.replace('+', '%2B')}".encode()),  # no Content-Type
         foreign("/e/", base64.b64encode(huge)),
     ):
         req.max_decompressed = 1 << 20
@@ -145,3 +148,13 @@ def test_posthog_js_captures() -> None:
     assert out[1].props == {"utm_source": "news", "plan": "pro"}
     assert out[3].engagement_ms == 3828
     assert out[0].title == "Pricing" and out[0].screen_width == 1280
+
+
+def test_lz64_input_is_kept_small_since_it_is_decoded_in_python() -> None:
+    rnd = random.Random(3)
+    big = lzstring.LZString().compressToBase64(
+        "".join(chr(rnd.randint(0x4E00, 0x9FFF)) for _ in range(100_000))
+    )
+    assert len(big) > posthog.MAX_LZ64_CHARS
+    with pytest.raises(TooLarge, match="send gzip instead"):
+        posthog.parse(foreign("/e/", big.encode(), query={"compression": "lz64"}, max_decompressed=1 << 24))
