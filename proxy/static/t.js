@@ -5,7 +5,7 @@
   const at = me.dataset;
   const site = at.site;
   const api = at.api || new URL('/v1/events', me.src).href;
-  const KEYS = ['analytics', 'preferences', 'marketing', 'precise_location'];
+  const KEYS = 'analytics preferences marketing precise_location'.split(' ');
   let given, view = '', sent = 1, acc = 0, since = 0;
 
   const post = (url, body) => {
@@ -17,14 +17,14 @@
   const pairs = (s) => s.replace(/^\{|\}$/g, '').split(/[,;|&]/)
     .map((p) => p.split(/[:=]/).slice(-2).map((x) => x.trim()));
   const vote = (x) => (x = /^(?:(true|granted|yes|1)|false|denied|no|0)$/i.exec(String(x).trim())) && !!x[1];
-  const theirs = {}; // data-consent-keys="analytics:statistics"
+  const theirs = {};
   pairs(at.consentKeys || '').forEach(([k, v]) => { theirs[k] = v; });
 
   const fromCookie = () => {
     const name = at.consentCookie, got = {}, c = {};
     const hit = name && d.cookie.split(/; */).find((s) => s.split('=')[0] === name);
     if (!hit) return;
-    let v = hit.slice(name.length + 1).replace(/^"(.*)"$/, '$1'), o;
+    let v = hit.slice(name.length + 1), o;
     try {
       v = decodeURIComponent(v);
       o = at.consentFormat !== 'kv' && JSON.parse(v);
@@ -78,7 +78,7 @@
     post(api, JSON.stringify(ev));
   };
 
-  // Visible time, sent once per view: at the first hide or the next view.
+  // Visible time, sent once per view: at its first hide or the next view.
   const tick = () => {
     acc += since && performance.now() - since;
     since = !d.hidden && performance.now();
