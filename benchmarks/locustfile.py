@@ -8,10 +8,13 @@ sendBeacon text/plain, pixel GETs, IPv4 and IPv6 clients via X-Forwarded-For (ho
 trusts the load generator's address, loopback by default), a few percent bots and a little bad input.
 Expected outcomes count as successes: 202 for accepted or intentionally dropped events, 400 for the
 malformed bodies we send on purpose. Anything else is a failure. Set BEACON_SITE to target another site.
+Some visitors use other trackers' wire formats instead (PostHog gzip batches, Plausible, Segment batches),
+sent with the tracker key BEACON_KEY (default "demo", which the demo site lists).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -20,6 +23,7 @@ from typing import Any
 from locust import FastHttpUser, between, task
 
 SITE = os.environ.get("BEACON_SITE", "demo")
+KEY = os.environ.get("BEACON_KEY", "demo")
 BROWSERS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 "
     "Safari/537.36",
@@ -164,3 +168,55 @@ class Visitor(FastHttpUser):
                 resp.success()
             else:
                 resp.failure(f"expected 400, got {resp.status_code}")
+
+    def expect(self, resp: Any, status: int) -> None:
+        if resp.status_code == status:
+            resp.success()
+        else:
+            resp.failure(f"expected {status}, got {resp.status_code}")
+
+    @task(4)
+    def posthog_batch(self) -> None:
+        e = self.event()
+        props = {
+            "token": KEY,
+            "distinct_id": self.client_id,
+            "$current_url": e["url"],
+            "$referrer": e["referrer"],
+        }
+        events = [{"event": "$pageview", "properties": props}, {"event": "signup", "properties": props}]
+        body = gzip.compress(json.dumps(events).encode())
+        headers = self.headers("text/plain")
+        with self.client.post(
+            "/i/v0/e/?compression=gzip-js",
+            data=body,
+            headers=headers,
+            name="/i/v0/e/ [posthog]",
+            catch_response=True,
+        ) as resp:
+            self.expect(resp, 200)
+
+    @task(4)
+    def plausible(self) -> None:
+        e = self.event()
+        body = {"n": "pageview", "u": e["url"], "d": KEY, "r": e["referrer"], "w": 1440}
+        with self.client.post(
+            "/api/event", data=json.dumps(body), headers=self.headers("text/plain"), catch_response=True
+        ) as resp:
+            self.expect(resp, 202)
+
+    @task(2)
+    def segment_batch(self) -> None:
+        e = self.event("event")
+        msgs = [
+            {"type": "page", "anonymousId": self.client_id, "properties": {"url": e["url"]}},
+            {"type": "track", "event": e["name"], "anonymousId": self.client_id, "properties": e["props"]},
+        ]
+        with self.client.post(
+            "/v1/batch",
+            data=json.dumps({"writeKey": KEY, "batch": msgs}),
+            headers=self.headers(),
+            name="/v1/batch [segment]",
+            catch_response=True,
+        ) as resp:
+            self.expect(resp, 200)
