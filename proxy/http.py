@@ -21,11 +21,18 @@ GIF = (
 class HTTPError(Exception):
     """An answer other than success; ``message`` goes to the client, so it never quotes request data."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.detail = detail or {}  # more fields for the JSON answer (e.g. per-event errors)
 
 
 def log_internal_error(log: logging.Logger, exc: BaseException, path: str) -> None:

@@ -25,7 +25,7 @@ from proxy.consent import parse_cookie_header
 from proxy.formats import Format, posthog, route
 from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
-from proxy.model import DropReason
+from proxy.model import Beacon, DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime
@@ -117,11 +117,26 @@ async def submit(rt: Runtime, outcome: Outcome) -> None:
         ) from None
 
 
-def _refuse_dropped_request(outcome: Outcome, valid: int) -> None:
+def _errors(outcome: Outcome) -> list[dict[str, Any]]:
+    return [{"index": i, "error": m} for i, m in outcome.errors]
+
+
+async def accept(
+    rt: Runtime, endpoint: str, info: RequestInfo, beacons: list[Beacon | EventError]
+) -> Outcome:
+    """Every endpoint's way in: count, run the pipeline, refuse a request none of whose events can be
+    kept (400 all invalid, 404 unknown site, 403 origin), and spool the accepted events."""
+    rt.pipeline.count_received(endpoint, beacons)
+    outcome = rt.pipeline.process(info, beacons)
+    valid = len(beacons) - len(outcome.errors)
+    if valid == 0:
+        raise HTTPError(400, "no valid event", detail={"errors": _errors(outcome)})
     if _all_dropped_for(outcome, DropReason.UNKNOWN_SITE, valid):
         raise HTTPError(404, "unknown site")
     if _all_dropped_for(outcome, DropReason.ORIGIN_NOT_ALLOWED, valid):
         raise HTTPError(403, "origin not allowed for this site")
+    await submit(rt, outcome)
+    return outcome
 
 
 async def _send(
@@ -187,6 +202,10 @@ class Ingest:
             log_internal_error(log, exc, scope["path"])
             await _send_json(send, 500, {"error": "internal error"}, {})
 
+    async def _refuse(self, send: Send, exc: HTTPError, cors: dict[str, str]) -> None:
+        self.rt.metrics.rejected_requests[exc.status] += 1
+        await _send_json(send, exc.status, {"error": exc.message, **exc.detail}, {**cors, **exc.headers})
+
     async def events(self, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self.rt
         rt.metrics.received["events"] += 1
@@ -203,21 +222,12 @@ class Ingest:
                 beacons = parse_body(body, rt.limits)
             except RequestError as exc:
                 raise HTTPError(400, str(exc)) from None
-            rt.pipeline.count_received("events", beacons)
-            outcome = rt.pipeline.process(request_info(scope, headers, self.ip_header), beacons)
-            valid = len(beacons) - len(outcome.errors)
-            if valid == 0:
-                rt.metrics.rejected_requests[400] += 1
-                errors = [{"index": i, "error": m} for i, m in outcome.errors]
-                return await _send_json(send, 400, {"error": "no valid event", "errors": errors}, cors)
-            _refuse_dropped_request(outcome, valid)
-            await submit(rt, outcome)
+            outcome = await accept(rt, "events", request_info(scope, headers, self.ip_header), beacons)
         except HTTPError as exc:
-            rt.metrics.rejected_requests[exc.status] += 1
-            return await _send_json(send, exc.status, {"error": exc.message}, {**cors, **exc.headers})
+            return await self._refuse(send, exc, cors)
         answer: dict[str, Any] = {"accepted": len(outcome.events), "dropped": sum(outcome.dropped.values())}
         if outcome.errors:
-            answer["errors"] = [{"index": i, "error": m} for i, m in outcome.errors]
+            answer["errors"] = _errors(outcome)
         await _send_json(send, 202, answer, cors)
 
     async def preflight(self, scope: Scope, send: Send) -> None:
@@ -264,24 +274,14 @@ class Ingest:
             except RequestError as exc:
                 raise HTTPError(400, str(exc)) from None
             del req, body, query  # the raw payload is not kept past parsing
-            beacons = parsed.beacons
-            if beacons:
-                rt.pipeline.count_received(fmt.name, beacons)
+            if parsed.beacons:  # none: only calls that carry no analytics (identify, alias...)
                 info = request_info(scope, headers, self.ip_header)
                 if parsed.user_agent:  # the visitor's, carried in the payload by a server-side tracker
                     info.user_agent = parsed.user_agent
                 parsed.user_agent = None
-                outcome = rt.pipeline.process(info, beacons)
-                valid = len(beacons) - len(outcome.errors)
-                if valid == 0:
-                    rt.metrics.rejected_requests[400] += 1
-                    errors = [{"index": i, "error": m} for i, m in outcome.errors]
-                    return await _send_json(send, 400, {"error": "no valid event", "errors": errors}, cors)
-                _refuse_dropped_request(outcome, valid)
-                await submit(rt, outcome)
+                await accept(rt, fmt.name, info, parsed.beacons)
         except HTTPError as exc:
-            rt.metrics.rejected_requests[exc.status] += 1
-            return await _send_json(send, exc.status, {"error": exc.message}, {**cors, **exc.headers})
+            return await self._refuse(send, exc, cors)
         extra = {"Cache-Control": "no-store, max-age=0"} if fmt.ok_type == b"image/gif" else {}
         await _send(send, fmt.ok_status, fmt.ok_body, (b"content-type", fmt.ok_type), {**cors, **extra})
 
@@ -295,11 +295,7 @@ class Ingest:
                 beacon = parse_pixel(params, headers.get("referer"), rt.limits)
             except EventError as exc:
                 raise HTTPError(400, str(exc)) from None
-            rt.pipeline.count_received("pixel", [beacon])
-            outcome = rt.pipeline.process(request_info(scope, headers, self.ip_header), [beacon])
-            _refuse_dropped_request(outcome, 1)
-            await submit(rt, outcome)
+            await accept(rt, "pixel", request_info(scope, headers, self.ip_header), [beacon])
         except HTTPError as exc:
-            rt.metrics.rejected_requests[exc.status] += 1
-            return await _send_json(send, exc.status, {"error": exc.message}, exc.headers)
+            return await self._refuse(send, exc, {})
         await _send(send, 200, GIF, _GIF, {"Cache-Control": "no-store, max-age=0"})

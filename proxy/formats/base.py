@@ -205,3 +205,26 @@ def same_user_agent(values: list[str | None]) -> str | None:
     header's is used then: one request, one User-Agent, as the pipeline's request steps assume)."""
     found = {v for v in values if v}
     return found.pop() if len(found) == 1 else None
+
+
+def collect(
+    items: list[Any], one: Callable[[Any], tuple[dict[str, Any] | None, Any]], limits: Limits
+) -> Parsed:
+    """A foreign batch: ``one(item)`` maps an item to a native document (None for a call that carries
+    no analytics) and the visitor's User-Agent it names, if any; an :class:`EventError` fills that
+    item's slot, so the other items of the batch are kept."""
+    out = Parsed()
+    agents: list[str | None] = []
+    for item in items:
+        try:
+            native, agent = one(item)
+        except EventError as exc:
+            out.beacons.append(exc)
+            continue
+        if native is None:
+            out.ignored += 1
+            continue
+        agents.append(text(agent))
+        out.beacons.append(beacon(native, limits))
+    out.user_agent = same_user_agent(agents)
+    return out

@@ -25,14 +25,13 @@ from proxy.formats.base import (
     Parsed,
     TooLarge,
     b64decode,
-    beacon,
     clamp_int,
+    collect,
     content_decoded,
     decompress,
     events_list,
     iso_ms,
     json_doc,
-    same_user_agent,
     scalar_props,
     site_of,
     text,
@@ -212,18 +211,4 @@ def parse(req: ForeignRequest) -> Parsed:
         items = [doc]
     else:
         raise RequestError("body must be an event, an array of events or {'batch': [...]}")
-    out = Parsed()
-    agents: list[str | None] = []
-    for ev in items:
-        try:
-            native, agent = _event(ev, default_key, req)
-        except EventError as exc:
-            out.beacons.append(exc)
-            continue
-        if native is None:
-            out.ignored += 1
-            continue
-        agents.append(text(agent))
-        out.beacons.append(beacon(native, req.limits))
-    out.user_agent = same_user_agent(agents)
-    return out
+    return collect(items, lambda ev: _event(ev, default_key, req), req.limits)

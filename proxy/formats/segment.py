@@ -17,13 +17,12 @@ from typing import Any
 from proxy.formats.base import (
     ForeignRequest,
     Parsed,
-    beacon,
     clamp_int,
+    collect,
     content_decoded,
     events_list,
     iso_ms,
     json_doc,
-    same_user_agent,
     scalar_props,
     site_of,
     text,
@@ -69,13 +68,13 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _message(msg: Any, kind: str | None, site: str, req: ForeignRequest) -> dict[str, Any] | None:
-    """One Segment message as a native document; None for identity-only calls."""
+def _message(msg: Any, kind: str | None, site: str, req: ForeignRequest) -> tuple[dict[str, Any] | None, Any]:
+    """One Segment message as a native document (None for identity-only calls) and its User-Agent."""
     if not isinstance(msg, dict):
         raise EventError("each message must be a JSON object")
     kind = kind or msg.get("type")
     if kind in IDENTITY_CALLS:
-        return None
+        return None, None
     if kind not in ("track", "page", "screen"):
         raise EventError("field 'type' must be track, page, screen, identify, group or alias")
     context, props = _obj(msg.get("context")), _obj(msg.get("properties"))
@@ -105,7 +104,7 @@ def _message(msg: Any, kind: str | None, site: str, req: ForeignRequest) -> dict
         if not isinstance(name, str) or not name:
             raise EventError("field 'event' is required for track")
         native.update(type="event", name=name, props=scalar_props(props, req.limits))
-    return native
+    return native, context.get("userAgent")
 
 
 def parse(req: ForeignRequest) -> Parsed:
@@ -122,18 +121,4 @@ def parse(req: ForeignRequest) -> Parsed:
     if not key:
         raise RequestError("a write key is required (Basic auth user, 'writeKey' or X-Write-Key)")
     site = site_of(req, key)
-    out = Parsed()
-    agents: list[str | None] = []
-    for msg in messages:
-        try:
-            native = _message(msg, kind, site, req)
-        except EventError as exc:
-            out.beacons.append(exc)
-            continue
-        if native is None:
-            out.ignored += 1
-            continue
-        agents.append(text(_obj(msg.get("context")).get("userAgent")))
-        out.beacons.append(beacon(native, req.limits))
-    out.user_agent = same_user_agent(agents)
-    return out
+    return collect(messages, lambda msg: _message(msg, kind, site, req), req.limits)

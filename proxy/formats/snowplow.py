@@ -19,12 +19,11 @@ from proxy.formats.base import (
     ForeignRequest,
     Parsed,
     b64decode,
-    beacon,
     clamp_int,
+    collect,
     content_decoded,
     events_list,
     json_doc,
-    same_user_agent,
     scalar_props,
     screen_of,
     site_of,
@@ -112,18 +111,4 @@ def parse(req: ForeignRequest) -> Parsed:
         if not isinstance(doc, dict):
             raise RequestError("body must be a JSON object with 'schema' and 'data'")
         items = events_list(doc.get("data"), "data")
-    out = Parsed()
-    agents: list[str | None] = []
-    for fields in items:
-        try:
-            native = _event(fields, req)
-        except EventError as exc:
-            out.beacons.append(exc)
-            continue
-        if native is None:
-            out.ignored += 1
-            continue
-        agents.append(text(fields.get("ua")))
-        out.beacons.append(beacon(native, req.limits))
-    out.user_agent = same_user_agent(agents)
-    return out
+    return collect(items, lambda fields: (_event(fields, req), fields.get("ua")), req.limits)
