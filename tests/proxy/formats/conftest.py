@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+import pytest
 
 from proxy.formats.base import ForeignRequest
 from proxy.parse import Limits
+from tests.support.proxy_server import RunningProxy, running_proxy
 
 PAYLOADS = Path(__file__).with_name("payloads")
 KEYS = {"demo": "demo", "example.com": "shop", "phc_shop": "shop"}
@@ -55,3 +58,24 @@ def captured(client: str) -> list[ForeignRequest]:
             )
         )
     return out
+
+
+# The running proxy the real clients talk to: ``demo`` (no consent: identifiers dropped) and
+# ``consented`` (the site's configuration grants analytics consent: identifiers kept as pseudonyms).
+CLIENTS_CONFIG = """
+[sites.demo]
+allowed_origins = ["*"]
+tracker_keys = ["demo"]
+
+[sites.consented]
+allowed_origins = ["*"]
+tracker_keys = ["wk_consented", "consented.example"]
+consent_defaults = { analytics = true }
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, geoip_files: tuple[str, str]) -> Iterator[RunningProxy]:
+    """One real ``beaconproxy serve`` per test module, configured with :data:`CLIENTS_CONFIG`."""
+    with running_proxy(tmp_path_factory.mktemp("clients"), geoip_files, CLIENTS_CONFIG) as p:
+        yield p

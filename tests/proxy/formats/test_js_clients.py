@@ -13,32 +13,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.browser import chromium, collect_errors, desktop_page, static_site
-from tests.support.proxy_server import REPO, RunningProxy, running_proxy
+from tests.support.proxy_server import REPO, RunningProxy
 
 NODE_MODULES = REPO / "tests" / "clients" / "node_modules"
 NOT_AUTOMATED = "Object.defineProperty(navigator, 'webdriver', {get: () => false})"
-CONFIG = """
-[sites.demo]
-allowed_origins = ["*"]
-tracker_keys = ["demo"]
-
-[sites.consented]
-allowed_origins = ["*"]
-tracker_keys = ["wk_consented", "consented.example"]
-consent_defaults = { analytics = true }
-"""
-
-
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory, geoip_files: tuple[str, str]) -> Iterator[RunningProxy]:
-    with running_proxy(tmp_path_factory.mktemp("js-clients"), geoip_files, CONFIG) as p:
-        yield p
 
 
 def npm_file(path: str) -> bytes:

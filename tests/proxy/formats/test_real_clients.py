@@ -13,32 +13,15 @@ import logging
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import CHROME_UA
-from tests.support.proxy_server import REPO, RunningProxy, running_proxy
+from tests.support.proxy_server import REPO, RunningProxy
 
-CONFIG = """
-[sites.demo]
-allowed_origins = ["*"]
-tracker_keys = ["demo"]
-
-[sites.consented]
-allowed_origins = ["*"]
-tracker_keys = ["wk_consented", "consented.example"]
-consent_defaults = { analytics = true }
-"""
 NODE_CLIENTS = REPO / "tests" / "clients"
 EMAIL = "jo.doe@example.com"
-
-
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory, geoip_files: tuple[str, str]) -> Iterator[RunningProxy]:
-    with running_proxy(tmp_path_factory.mktemp("real-clients"), geoip_files, CONFIG) as p:
-        yield p
 
 
 def marker() -> str:
