@@ -145,7 +145,10 @@ def payload_bytes(req: ForeignRequest) -> bytes:
         return _decode(data.encode("latin-1"), compression, limit)
     body = content_decoded(req)
     ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if ctype == "application/x-www-form-urlencoded" or body.startswith((b"data=", b"compression=")):
+    is_form = body.startswith((b"data=", b"compression="))
+    if not is_form and ctype == "application/x-www-form-urlencoded":
+        is_form = body.lstrip()[:1] not in (b"{", b"[")  # JSON sent as curl -d sends it, mislabelled
+    if is_form:
         form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
         data = form.get("data")
         if not data:

@@ -96,6 +96,8 @@ def test_every_encoding_posthog_clients_use() -> None:
         foreign("/e/", b64.encode()),
         foreign("/e/", method="GET", query={"data": b64}),
         foreign("/batch/", {"api_key": "demo", "batch": [{k: v for k, v in EVENTS[1].items()}]}),
+        # JSON labelled as a form, as `curl -d` sends it
+        foreign("/e/", doc, headers={"Content-Type": "application/x-www-form-urlencoded"}),
     ]
     for req in forms:
         names = [b.name for b in beacons_of(posthog.parse(req))]
