@@ -41,7 +41,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-# The real npm tracker clients (Umami's, posthog-js, Plausible's, Snowplow's) the wire-compatible endpoints are tested with.
+# The real npm tracker clients (Umami's, posthog-js, Plausible's, Snowplow's, Segment's analytics.js) the wire-compatible endpoints are tested with.
 clients: tests/clients/node_modules/.installed
 
 tests/clients/node_modules/.installed: tests/clients/package-lock.json

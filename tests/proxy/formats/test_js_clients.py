@@ -171,3 +171,43 @@ def test_snowplow_browser_tracker(proxy: RunningProxy, app: str) -> None:
             assert (r["client_id"], r["session_id"], r["consent"]) == (None, None, [])
         else:
             assert r["client_id"] and r["session_id"] and r["consent"] == ["analytics"]
+
+
+SEGMENT_PAGE = """<!doctype html><title>Docs</title><script src="/umd/index.js"></script><script>
+// Settings given inline: Segment's settings CDN is not served by the proxy.
+window.analytics = AnalyticsNext.AnalyticsBrowser.load({{writeKey: '{key}', cdnSettings: {{integrations:
+  {{'Segment.io': {{apiKey: '{key}', apiHost: '{host}/v1', protocol: 'http'}}}}}}}});
+analytics.page();
+</script><body>docs</body>"""
+
+
+@pytest.mark.parametrize("key", ["demo", "wk_consented"])
+def test_segment_analytics_js(proxy: RunningProxy, key: str) -> None:
+    """Segment's analytics.js (analytics-next) sends /v1/p, /v1/t and /v1/i as text/plain."""
+    m = uuid.uuid4().hex[:12]
+    umd = NODE_MODULES / "@segment/analytics-next/dist/umd"
+    pages: dict[str, str | bytes] = {f"/umd/{f.name}": f.read_bytes() for f in umd.glob("*.js")}
+    assert "/umd/index.js" in pages, "`make test` runs npm ci in tests/clients"
+    pages[f"/{m}/docs"] = SEGMENT_PAGE.format(key=key, host=proxy.url.split("://", 1)[1])
+    with static_site(pages) as site, chromium() as browser, desktop_page(browser) as page:
+        errors = collect_errors(page)
+        page.goto(site.url(f"/{m}/docs?utm_source=news&email=jo.doe@example.com"))
+        page.evaluate("analytics.track('Signed Up', {plan: 'pro', email: 'jo.doe@example.com'})")
+        page.evaluate("analytics.identify('user-raw-1', {email: 'jo.doe@example.com'})")  # traits: not stored
+        page.evaluate(f"history.pushState({{}}, '', '/{m}/next'); analytics.page()")
+        anonymous_id = page.evaluate("async () => (await analytics.user()).anonymousId()")
+        rows = wait_rows(proxy, f"position(url, '{m}') > 0", 3)  # with the browser still open
+        assert errors == []
+    got = sorted((r["type"], r["name"], r["url"].split(m, 1)[1], str(r["props"])) for r in rows)
+    assert got == [
+        ("event", "Signed Up", "/docs?utm_source=news", "{'plan': 'pro'}"),
+        ("pageview", "pageview", "/docs?utm_source=news", "{}"),
+        ("pageview", "pageview", "/next", "{}"),
+    ]
+    for r in rows:
+        assert r["browser"] == "Chrome" and r["language"] == "en"
+        assert anonymous_id not in str(r) and "user-raw-1" not in str(r) and "jo.doe" not in str(r)
+        if key == "demo":
+            assert (r["client_id"], r["user_id"], r["consent"]) == (None, None, [])
+        else:
+            assert r["client_id"] and r["consent"] == ["analytics"]
