@@ -11,7 +11,8 @@ from urllib.parse import parse_qsl
 import orjson
 import pytest
 
-from proxy.formats.base import ForeignRequest
+from proxy.formats.base import ForeignRequest, Parsed
+from proxy.model import Beacon
 from proxy.parse import Limits
 from tests.support.proxy_server import RunningProxy, running_proxy
 
@@ -39,6 +40,12 @@ def foreign(
         site_for_key=lambda key: KEYS.get(key, ""),
         limits=Limits(),
     )
+
+
+def only_beacons(parsed: Parsed) -> list[Beacon]:
+    """The parsed beacons, asserting that no event of the request was an error."""
+    assert all(isinstance(b, Beacon) for b in parsed.beacons), parsed.beacons
+    return [b for b in parsed.beacons if isinstance(b, Beacon)]
 
 
 def captured(client: str) -> list[ForeignRequest]:

@@ -12,7 +12,7 @@ from proxy.formats import posthog
 from proxy.formats.base import UNKNOWN_SITE, TooLarge
 from proxy.model import Beacon
 from proxy.parse import EventError, RequestError
-from tests.proxy.formats.conftest import captured, foreign
+from tests.proxy.formats.conftest import captured, foreign, only_beacons
 
 EVENTS = [
     {
@@ -45,29 +45,24 @@ EVENTS = [
 ]
 
 
-def beacons_of(parsed: posthog.Parsed) -> list[Beacon]:
-    assert all(isinstance(b, Beacon) for b in parsed.beacons), parsed.beacons
-    return [b for b in parsed.beacons if isinstance(b, Beacon)]
-
-
 def test_posthog_python_captures() -> None:
     reqs = captured("posthog-python-7.91.1")
     signup, pageview, person, gzipped = (posthog.parse(r) for r in reqs)
-    (b,) = beacons_of(signup)
+    (b,) = only_beacons(signup)
     assert (b.site, b.type, b.name, b.client_id, b.user_id) == ("demo", "event", "signup", "user-42", None)
     assert b.props == {"plan": "pro"}  # $python_version, $os, $lib... are PostHog's, not stored
     assert b.url == "https://example.com/x?email=a@b.c"  # the pipeline scrubs it
     assert b.ts_ms is not None
-    (p,) = beacons_of(pageview)
+    (p,) = only_beacons(pageview)
     assert (p.type, p.url, p.referrer) == ("pageview", "https://example.com/pricing", "https://google.com/q")
     assert person.beacons == [] and person.ignored == 1  # $set: a person's traits, never stored
-    (g,) = beacons_of(gzipped)
+    (g,) = only_beacons(gzipped)
     assert (g.name, g.client_id) == ("gz", "u")
 
 
 def test_posthog_js_event_fields() -> None:
     parsed = posthog.parse(foreign("/e/", EVENTS))
-    view, signup = beacons_of(parsed)
+    view, signup = only_beacons(parsed)
     assert parsed.ignored == 1
     assert (view.type, view.title, view.referrer, view.language) == ("pageview", "Pricing", "", "en-GB")
     assert (view.client_id, view.user_id, view.session_id) == ("0190-anon", None, "sess-1")
@@ -100,7 +95,7 @@ def test_every_encoding_posthog_clients_use() -> None:
         foreign("/e/", doc, headers={"Content-Type": "application/x-www-form-urlencoded"}),
     ]
     for req in forms:
-        names = [b.name for b in beacons_of(posthog.parse(req))]
+        names = [b.name for b in only_beacons(posthog.parse(req))]
         assert names in (["pageview", "signup"], ["signup"]), req
 
 
@@ -120,9 +115,9 @@ def test_decompression_bombs_in_each_compressed_form() -> None:
 
 def test_keys_and_bad_input() -> None:
     unknown = posthog.parse(foreign("/e/", {"event": "x", "properties": {"token": "nope"}}))
-    assert [b.site for b in beacons_of(unknown)] == [UNKNOWN_SITE]
+    assert [b.site for b in only_beacons(unknown)] == [UNKNOWN_SITE]
     shop = posthog.parse(foreign("/capture/", {"api_key": "phc_shop", "event": "x", "distinct_id": 5}))
-    assert [(b.site, b.client_id) for b in beacons_of(shop)] == [("shop", "5")]
+    assert [(b.site, b.client_id) for b in only_beacons(shop)] == [("shop", "5")]
     mixed = posthog.parse(foreign("/e/", [{"event": "ok", "properties": {"token": "demo"}}, {"nope": 1}, 3]))
     assert [type(b) for b in mixed.beacons] == [Beacon, EventError, EventError]
     no_key = posthog.parse(foreign("/e/", {"event": "x"}))
@@ -138,7 +133,7 @@ def test_posthog_js_captures() -> None:
     query), /e/ then /i/v0/e/ once its remote config arrived, a batch sent with sendBeacon at page leave."""
     reqs = [r for r in captured("posthog-js-1.449.2") if r.path in ("/e/", "/i/v0/e/")]
     assert all(r.body[:2] == b"\x1f\x8b" for r in reqs)
-    out = [b for r in reqs for b in beacons_of(posthog.parse(r))]
+    out = [b for r in reqs for b in only_beacons(posthog.parse(r))]
     assert [(b.type, b.name, b.url.rsplit("/", 1)[1]) for b in out] == [
         ("pageview", "pageview", "page?utm_source=news"),
         ("event", "signup", "page?utm_source=news"),

@@ -8,16 +8,11 @@ from proxy.formats import segment
 from proxy.formats.base import UNKNOWN_SITE
 from proxy.model import Beacon
 from proxy.parse import EventError, RequestError
-from tests.proxy.formats.conftest import captured, foreign
+from tests.proxy.formats.conftest import captured, foreign, only_beacons
 
 BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 )
-
-
-def only_beacons(parsed: segment.Parsed) -> list[Beacon]:
-    assert all(isinstance(b, Beacon) for b in parsed.beacons), parsed.beacons
-    return [b for b in parsed.beacons if isinstance(b, Beacon)]
 
 
 def test_segment_python_captures() -> None:

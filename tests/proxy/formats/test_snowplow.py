@@ -9,14 +9,9 @@ from proxy.formats import snowplow
 from proxy.formats.base import UNKNOWN_SITE
 from proxy.model import Beacon
 from proxy.parse import EventError, RequestError
-from tests.proxy.formats.conftest import captured, foreign
+from tests.proxy.formats.conftest import captured, foreign, only_beacons
 
 SCHEMA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
-
-
-def only_beacons(parsed: snowplow.Parsed) -> list[Beacon]:
-    assert all(isinstance(b, Beacon) for b in parsed.beacons), parsed.beacons
-    return [b for b in parsed.beacons if isinstance(b, Beacon)]
 
 
 def test_snowplow_python_captures() -> None:
