@@ -32,7 +32,7 @@ from proxy.runtime import Role, Runtime, build_runtime
 from proxy.subjects import SubjectService
 from proxy.tracker import tracker_endpoint
 from proxy.useragent import parser_backend
-from proxy.visitor import consent_withdraw, credentialed_cors, gpc_json, opt_in, opt_out
+from proxy.visitor import consent_withdraw, gpc_json, opt_in, opt_out, preflight_headers
 from sinks.base import Sink, SinkError
 
 log = logging.getLogger("beaconproxy")
@@ -42,18 +42,10 @@ SALT_PURGE_SECONDS = 600
 
 async def preflight(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
-    origin = request.headers.get("origin")
-    if not origin or not rt.pipeline.services.sites.any_allows_origin(origin):
+    headers = preflight_headers(request.headers.get("origin"), rt.pipeline.services.sites, "Content-Type")
+    if headers is None:
         return error_response(403, "origin not allowed", {"Vary": "Origin"})
-    return Response(
-        status_code=204,
-        headers={
-            **credentialed_cors(request, rt),
-            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type",
-            "Access-Control-Max-Age": "86400",
-        },
-    )
+    return Response(status_code=204, headers=headers)
 
 
 async def metrics(request: Request) -> Response:

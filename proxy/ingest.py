@@ -22,14 +22,14 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.consent import parse_cookie_header
-from proxy.formats import Format, posthog, route
+from proxy.formats import Format, constant_answer, route
 from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.model import Beacon, DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime
-from proxy.visitor import cors_for_origin
+from proxy.visitor import cors_for_origin, preflight_headers
 from sinks.codec import encode_event
 from sinks.spool import SpoolError, SpoolFull
 
@@ -174,7 +174,7 @@ class Ingest:
                 return await _send(send, 405, b"Method Not Allowed", _TEXT, {"Allow": "GET, HEAD"})
             fmt = route(path)
             if fmt is None and method in ("GET", "POST"):
-                answer = posthog.static_answer(path)
+                answer = constant_answer(path)
                 if answer is not None:
                     cors = cors_for_origin(read_headers(scope, self.ip_header).get("origin"), self.sites)
                     return await _send(send, 200, answer, _JSON, {**cors, "Cache-Control": "max-age=300"})
@@ -210,7 +210,7 @@ class Ingest:
         rt = self.rt
         rt.metrics.received["events"] += 1
         headers = read_headers(scope, self.ip_header)
-        cors = cors_for_origin(headers.get("origin"), rt.pipeline.services.sites)
+        cors = cors_for_origin(headers.get("origin"), self.sites)
         try:
             ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if ctype not in JSON_TYPES:
@@ -232,14 +232,9 @@ class Ingest:
 
     async def preflight(self, scope: Scope, send: Send) -> None:
         origin = read_headers(scope, self.ip_header).get("origin")
-        if not origin or not self.rt.pipeline.services.sites.any_allows_origin(origin):
+        headers = preflight_headers(origin, self.sites, _FOREIGN_ALLOW_HEADERS)
+        if headers is None:
             return await _send_json(send, 403, {"error": "origin not allowed"}, {"Vary": "Origin"})
-        headers = {
-            **cors_for_origin(origin, self.rt.pipeline.services.sites),
-            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-            "Access-Control-Allow-Headers": _FOREIGN_ALLOW_HEADERS,
-            "Access-Control-Max-Age": "86400",
-        }
         await _send(send, 204, b"", _TEXT, headers)
 
     async def foreign(self, fmt: Format, scope: Scope, receive: Receive, send: Send) -> None:
@@ -247,7 +242,7 @@ class Ingest:
         rt = self.rt
         rt.metrics.received[fmt.name] += 1
         headers = read_headers(scope, self.ip_header)
-        cors = cors_for_origin(headers.get("origin"), rt.pipeline.services.sites)
+        cors = cors_for_origin(headers.get("origin"), self.sites)
         try:
             method = scope["method"]
             body = b""
@@ -261,7 +256,7 @@ class Ingest:
                 headers=headers,
                 body=body,
                 max_decompressed=self.max_decompressed,
-                site_for_key=rt.pipeline.services.sites.site_for_key,
+                site_for_key=self.sites.site_for_key,
                 limits=rt.limits,
             )
             try:

@@ -37,6 +37,18 @@ def cors_for_origin(origin: str | None, sites: SiteRegistry, site: str | None = 
     }
 
 
+def preflight_headers(origin: str | None, sites: SiteRegistry, allow_headers: str) -> dict[str, str] | None:
+    """A CORS preflight's answer headers for ``origin``, or None when no site allows it (answer 403)."""
+    if not origin or not sites.any_allows_origin(origin):
+        return None
+    return {
+        **cors_for_origin(origin, sites),
+        "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+        "Access-Control-Allow-Headers": allow_headers,
+        "Access-Control-Max-Age": "86400",
+    }
+
+
 def _cookie(rt: Runtime, value: str, max_age: int) -> str:
     server = rt.settings.server
     parts = [f"{server.opt_out_cookie}={value}", f"Max-Age={max_age}", "Path=/", "SameSite=Lax", "HttpOnly"]

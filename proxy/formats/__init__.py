@@ -47,3 +47,9 @@ ROUTES: dict[str, Format] = {
 
 def route(path: str) -> Format | None:
     return ROUTES.get(path[:-1] if path.endswith("/") and len(path) > 1 else path)
+
+
+def constant_answer(path: str) -> bytes | None:
+    """The fixed JSON answer for a client's configuration request (posthog-js's remote config and
+    flags), None for any other path. Such requests are answered without reading them."""
+    return posthog.static_answer(path)
