@@ -116,10 +116,7 @@ class Visitor(FastHttpUser):
             name=name or "/v1/events",
             catch_response=True,
         ) as resp:
-            if resp.status_code == expect:
-                resp.success()
-            else:
-                resp.failure(f"expected {expect}, got {resp.status_code}")
+            self.expect(resp, expect)
 
     @task(40)
     def pageview(self) -> None:
@@ -150,10 +147,7 @@ class Visitor(FastHttpUser):
         with self.client.get(
             "/v1/pixel.gif", params=params, headers=self.headers(), name="/v1/pixel.gif", catch_response=True
         ) as resp:
-            if resp.status_code == 200:
-                resp.success()
-            else:
-                resp.failure(f"expected 200, got {resp.status_code}")
+            self.expect(resp, 200)
 
     @task(2)
     def bad_input(self) -> None:
@@ -164,10 +158,7 @@ class Visitor(FastHttpUser):
             name="/v1/events [bad input]",
             catch_response=True,
         ) as resp:
-            if resp.status_code == 400:
-                resp.success()
-            else:
-                resp.failure(f"expected 400, got {resp.status_code}")
+            self.expect(resp, 400)
 
     def expect(self, resp: Any, status: int) -> None:
         if resp.status_code == status:
