@@ -30,6 +30,12 @@ from proxy.model import DropReason
 
 log = logging.getLogger(__name__)
 
+# Why valid events were refused (503): the spool at its size limit, free disk below the reserve, a failed
+# write (e.g. the disk filled up under it), or the spool writer down (being restarted).
+REFUSAL_REASONS = ("spool_full", "disk_reserve", "write_failed", "spool_down")
+# Why an event's client clock was not used: no usable time at all, or a time outside the trusted window.
+CLOCK_REASONS = ("unusable", "too_old", "in_future")
+
 
 class LatencyHistogram:
     """Cumulative-bucket histogram of seconds, cheap to observe from one thread."""
@@ -60,6 +66,10 @@ class Metrics:
     accepted_by_site: Counter[str] = field(default_factory=Counter)
     dropped: Counter[DropReason] = field(default_factory=Counter)
     rejected_requests: Counter[int] = field(default_factory=Counter)  # by HTTP status
+    # Valid events the spool could not take (answered 503, never acknowledged), by reason.
+    refused: Counter[str] = field(default_factory=Counter)
+    # Events whose client clock was not used (the server's receive time was), by reason.
+    clock_replaced: Counter[str] = field(default_factory=Counter)
     step_ns: Counter[str] = field(default_factory=Counter)  # summed over sampled runs
     step_runs: Counter[str] = field(default_factory=Counter)
 
@@ -73,6 +83,8 @@ class Metrics:
                 "accepted_by_site": self.accepted_by_site,
                 "dropped": {str(k): v for k, v in self.dropped.items()},
                 "rejected_requests": {str(k): v for k, v in self.rejected_requests.items()},
+                "refused": self.refused,
+                "clock_replaced": self.clock_replaced,
                 "step_ns": self.step_ns,
                 "step_runs": self.step_runs,
             }
@@ -88,6 +100,8 @@ class Metrics:
             self.accepted_by_site.update(d["accepted_by_site"])
             self.dropped.update({DropReason(k): v for k, v in d["dropped"].items()})
             self.rejected_requests.update({int(k): v for k, v in d["rejected_requests"].items()})
+            self.refused.update(d.get("refused", {}))
+            self.clock_replaced.update(d.get("clock_replaced", {}))
             self.step_ns.update(d["step_ns"])
             self.step_runs.update(d["step_runs"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -110,6 +124,8 @@ class Metrics:
             "accepted": self.accepted,
             "dropped": {str(k): v for k, v in self.dropped.items()},
             "rejected_requests": {str(k): v for k, v in self.rejected_requests.items()},
+            "refused": dict(self.refused),
+            "clock_replaced": dict(self.clock_replaced),
             "step_us_per_run": {
                 name: round(self.step_ns[name] / runs / 1000, 3)
                 for name, runs in self.step_runs.items()
@@ -161,6 +177,22 @@ class RuntimeCollector(Collector):
         for status, n in sorted(m.rejected_requests.items()):
             rejected.add_metric([str(status)], n)
         yield rejected
+        refused = CounterMetricFamily(
+            "beacon_events_refused",
+            "Valid events the spool could not take (answered 503, not acknowledged), by reason",
+            labels=["reason"],
+        )
+        for reason in REFUSAL_REASONS:
+            refused.add_metric([reason], m.refused.get(reason, 0))
+        yield refused
+        clock = CounterMetricFamily(
+            "beacon_client_clock_replaced",
+            "Events stored with the server's receive time instead of their ts, by reason",
+            labels=["reason"],
+        )
+        for reason in CLOCK_REASONS:
+            clock.add_metric([reason], m.clock_replaced.get(reason, 0))
+        yield clock
         steps = SummaryMetricFamily(
             "beacon_pipeline_step_seconds", "Time per pipeline step (sampled runs)", labels=["step"]
         )

@@ -79,7 +79,8 @@ class Beacon:
     latitude: float | None = None
     longitude: float | None = None
     engagement_ms: int | None = None
-    ts_ms: int | None = None
+    ts_ms: int | None = None  # the client's clock, when it sent a usable number
+    ts_unusable: bool = False  # it sent a ``ts`` that is no time at all: the server's time is used
 
 
 @dataclass(slots=True)

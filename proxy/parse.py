@@ -24,6 +24,7 @@ MAX_SCREEN = 100_000
 MAX_ENGAGEMENT_MS = 24 * 3600 * 1000
 MAX_ID_LENGTH = 256
 MAX_LANGUAGE_LENGTH = 35
+MAX_TS_MS = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,19 @@ def _int(doc: Mapping[str, Any], key: str, lo: int, hi: int) -> int | None:
     if not lo <= value <= hi:
         raise EventError(f"field '{key}' must be between {lo} and {hi}")
     return value
+
+
+def _client_ts(value: Any) -> int | None:
+    """The client's epoch milliseconds, or None when ``value`` is no usable time (a string, a boolean,
+    a negative, non-finite or absurdly large number): the event keeps the server's receive time then.
+    A fractional number of milliseconds is a time, rounded down."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = int(value)
+    return value if 0 <= value <= MAX_TS_MS else None
 
 
 def _float(doc: Mapping[str, Any], key: str, lo: float, hi: float, where: str) -> float:
@@ -187,8 +201,11 @@ def parse_event(doc: Any, limits: Limits) -> Beacon:
         session_id=_identifier(doc, "session_id"),
         language=_string(doc, "language", MAX_LANGUAGE_LENGTH),
         engagement_ms=_int(doc, "engagement_ms", 0, MAX_ENGAGEMENT_MS),
-        ts_ms=_int(doc, "ts", 0, 2**53),
     )
+    raw_ts = doc.get("ts")
+    if raw_ts is not None:
+        beacon.ts_ms = _client_ts(raw_ts)
+        beacon.ts_unusable = beacon.ts_ms is None
     screen = doc.get("screen")
     if screen is not None:
         if not isinstance(screen, dict):

@@ -394,12 +394,19 @@ def put_measurements(d: Draft, s: Services) -> Draft | Dropped:
 
 
 def put_timestamp(d: Draft, s: Services) -> Draft | Dropped:
-    """The client's clock is trusted within bounds; outside them the server's receive time is used."""
+    """The client's clock is trusted within bounds; outside them, or when ``ts`` was no usable time at
+    all, the server's receive time (which every event starts with) is kept and the reason counted."""
     ts_ms = d.beacon.ts_ms
     if ts_ms is not None:
-        now_ms = d.visit.now_ms  # the receive time every event of the request starts with
-        if now_ms - s.max_past_ms <= ts_ms <= now_ms + s.max_future_ms:
+        now_ms = d.visit.now_ms
+        if ts_ms < now_ms - s.max_past_ms:
+            s.metrics.clock_replaced["too_old"] += 1
+        elif ts_ms > now_ms + s.max_future_ms:
+            s.metrics.clock_replaced["in_future"] += 1
+        else:
             d.event.ts = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    elif d.beacon.ts_unusable:
+        s.metrics.clock_replaced["unusable"] += 1
     return d
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -284,3 +285,19 @@ def test_spool_full_answers_503_with_retry_after_and_recovers(
         assert c.get("/readyz").status_code == 200
         rows = stored_rows(ch, database, c)
     assert len(rows) == accepted + 1
+
+
+@pytest.mark.parametrize("ts", [-1, 2**60, 1.5e300, "2026-12-05T10:00:00Z", True, False, [1], {"ms": 5}])
+def test_an_unusable_client_clock_keeps_the_event_with_the_server_time(
+    client: TestClient, ch: Client, database: str, ts: Any
+) -> None:
+    before = time.time()
+    r = post(client, [pageview(ts=ts), pageview(url="https://example.com/ok")])
+    assert r.status_code == 202
+    assert r.json() == {"accepted": 2, "dropped": 0}
+    rows = stored_rows(ch, database, client)
+    assert len(rows) == 2
+    for row in rows:
+        stored = datetime.fromisoformat(row["ts"]).replace(tzinfo=UTC).timestamp()
+        assert before - 1 <= stored <= time.time() + 1  # the server's receive time, not the client's
+    assert client.app.state.rt.metrics.clock_replaced == {"unusable": 1}  # type: ignore[attr-defined]

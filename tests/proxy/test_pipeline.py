@@ -215,6 +215,21 @@ def test_client_clock_is_trusted_within_bounds(
     assert out.events[0].ts == (client_ts if client_time_used else NOW)
 
 
+def test_replaced_client_clocks_are_counted_by_reason(services: pl.Services) -> None:
+    info = pl.RequestInfo(peer="81.2.69.142", forwarded=None, user_agent=CHROME_UA, now=NOW)
+    now_ms = int(NOW.timestamp() * 1000)
+    beacons = [
+        Beacon(site="demo", url="https://e.com/", ts_ms=now_ms - 1000),  # used
+        Beacon(site="demo", url="https://e.com/", ts_ms=now_ms - 48 * 3600 * 1000),
+        Beacon(site="demo", url="https://e.com/", ts_ms=now_ms + 3600 * 1000),
+        Beacon(site="demo", url="https://e.com/", ts_unusable=True),
+        Beacon(site="demo", url="https://e.com/"),  # no ts at all: nothing replaced
+    ]
+    out = pl.Pipeline(services).process(info, list(beacons))
+    assert [e.ts for e in out.events] == [NOW - timedelta(seconds=1), NOW, NOW, NOW, NOW]
+    assert dict(services.metrics.clock_replaced) == {"too_old": 1, "in_future": 1, "unusable": 1}
+
+
 @pytest.mark.parametrize(
     ("beacon_lang", "header", "expected"),
     [
