@@ -182,16 +182,16 @@ class RuntimeCollector(Collector):
             "Valid events the spool could not take (answered 503, not acknowledged), by reason",
             labels=["reason"],
         )
-        for reason in REFUSAL_REASONS:
-            refused.add_metric([reason], m.refused.get(reason, 0))
+        for why in REFUSAL_REASONS:
+            refused.add_metric([why], m.refused.get(why, 0))
         yield refused
         clock = CounterMetricFamily(
             "beacon_client_clock_replaced",
             "Events stored with the server's receive time instead of their ts, by reason",
             labels=["reason"],
         )
-        for reason in CLOCK_REASONS:
-            clock.add_metric([reason], m.clock_replaced.get(reason, 0))
+        for why in CLOCK_REASONS:
+            clock.add_metric([why], m.clock_replaced.get(why, 0))
         yield clock
         steps = SummaryMetricFamily(
             "beacon_pipeline_step_seconds", "Time per pipeline step (sampled runs)", labels=["step"]
