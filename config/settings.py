@@ -131,6 +131,9 @@ class SpoolSettings(_Section):
     fsync_interval: float = Field(0.2, gt=0, le=60)
     # At this size the proxy answers 503 with Retry-After instead of accepting more.
     max_bytes: int = Field(1024 * 1024 * 1024, ge=64 * 1024)
+    # Free disk kept in reserve on the spool's file system: below it, 503 with Retry-After and not ready,
+    # so that a disk filling up never stops the shipper and the store from draining what was accepted.
+    min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
 
 
 class BatchSettings(_Section):

@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from config.settings import Settings
 from proxy import runfile
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
+from proxy.background import JobState, run_periodic
 from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
@@ -64,21 +66,30 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready while the spool accepts events (below its limit); the sink's state is reported."""
+    """Ready while the spool accepts events (below its limit) and every vital background job (the spool
+    writer, the shipper) runs; the sink's state and every job's state are reported."""
     rt: Runtime = request.app.state.rt
+    refusal = rt.spool.refusal()  # spool at its limit, free disk below the reserve, a recent failed write
     used, limit = rt.spool.bytes_used(), rt.settings.spool.max_bytes
-    spool_ok = rt.spool.state == "running" and used < limit and not rt.spool_refused
+    spool_ok = refusal is None
+    down = rt.vital_jobs_down()
     stats = rt.reader.stats()
-    body = {
-        "status": "ready" if spool_ok else "not ready",
+    shipping = rt.shipper is None or rt.shipper.job.up
+    body: dict[str, Any] = {
+        "status": "ready" if spool_ok and not down else "not ready",
         "spool_bytes": used,
         "spool_limit_bytes": limit,
         "spool_segments": stats.segments,
         "oldest_spooled_seconds": round(stats.oldest_age_seconds, 3),
         "sink": rt.sink.name if rt.sink is not None else "shipped by the primary process",
-        "sink_healthy": rt.sink.healthy() if rt.sink is not None else None,
+        "sink_healthy": rt.sink.healthy() and shipping if rt.sink is not None else None,
+        "background": {job.name: job.snapshot() for job in rt.background()},
     }
-    return json_response(200 if spool_ok else 503, body)
+    if refusal is not None:
+        body["refusing"] = refusal
+    if down:
+        body["down"] = down
+    return json_response(200 if spool_ok and not down else 503, body)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -118,13 +129,26 @@ def store_routes() -> list[Route]:
     ]
 
 
-async def _periodic(every: float, job: Callable[[], Awaitable[None]], what: str) -> None:
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await job()
-        except Exception as exc:  # a background job must never die silently, nor kill the server
-            log.warning("%s failed: %s", what, type(exc).__name__)
+@dataclass(frozen=True)
+class Periodic:
+    """A background task of the app: ``work(rt)`` every ``every`` seconds, supervised (see
+    proxy.background.run_periodic); ``final(rt)``, if given, runs once at shutdown."""
+
+    name: str
+    every: float
+    work: Callable[[Runtime], Awaitable[None]]
+    vital: bool = False
+    final: Callable[[Runtime], None] | None = None
+
+
+def start_periodic(rt: Runtime, periodic: Periodic) -> asyncio.Task[None]:
+    job = JobState(periodic.name, periodic.vital)
+    rt.jobs.append(job)
+    return asyncio.create_task(run_periodic(job, periodic.every, lambda: periodic.work(rt)))
+
+
+async def _purge_salts(rt: Runtime) -> None:
+    rt.salt.purge()
 
 
 async def start_store(rt: Runtime, tasks: list[asyncio.Task[None]]) -> None:
@@ -141,9 +165,8 @@ async def start_store(rt: Runtime, tasks: list[asyncio.Task[None]]) -> None:
             log.warning("suppression list from the local cache until the store is back")
         log.info("suppression list: %d blocked subjects", len(rt.suppressions))
         every = rt.settings.server.suppression_reload_seconds
-        tasks.append(
-            asyncio.create_task(_periodic(every, lambda: load_suppressions(subjects), "suppressions"))
-        )
+        reload = Periodic("suppression_reload", every, lambda _: load_suppressions(subjects))
+        tasks.append(start_periodic(rt, reload))
     rt.shipper.start()
 
 
@@ -161,7 +184,7 @@ def create_app(
     geo: GeoLookup | None = None,
     role: Role = "single",
     extra_routes: Sequence[BaseRoute] = (),
-    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = (),
+    background: Sequence[Periodic] = (),
 ) -> Starlette:
     """The proxy. ``role`` is "single" (everything), "primary" (everything, behind workers) or "worker"
     (ingestion only; ``extra_routes`` forward the rest, see proxy/worker.py)."""
@@ -180,18 +203,17 @@ def create_app(
         log.info("user-agent parser: %s", await anyio.to_thread.run_sync(parser_backend))
         if role != "worker":
             runfile.write(settings, os.getpid())
-        for job in background:
-            tasks.append(asyncio.create_task(job(rt)))
-
-        async def purge_salts() -> None:
-            rt.salt.purge()
-
-        tasks.append(asyncio.create_task(_periodic(SALT_PURGE_SECONDS, purge_salts, "salt purge")))
+        for periodic in (*background, Periodic("salt_purge", SALT_PURGE_SECONDS, _purge_salts)):
+            tasks.append(start_periodic(rt, periodic))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            for periodic in background:
+                if periodic.final is not None:
+                    with contextlib.suppress(Exception):  # best effort: e.g. a last metrics snapshot
+                        periodic.final(rt)
             if role != "worker":
                 runfile.remove(settings, os.getpid())
             # Requests in flight are done (the server drained them): seal the open segment.

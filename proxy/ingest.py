@@ -25,13 +25,14 @@ from proxy.consent import parse_cookie_header
 from proxy.formats import Format, constant_answer, route
 from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
+from proxy.keys import SaltUnavailable
 from proxy.model import Beacon, DropReason
 from proxy.parse import EventError, RequestError, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime
 from proxy.visitor import cors_for_origin, preflight_headers
 from sinks.codec import encode_event
-from sinks.spool import SpoolError, SpoolFull
+from sinks.spool import SpoolClosed, SpoolError, SpoolFull, SpoolLowDisk
 
 log = logging.getLogger("beaconproxy")
 
@@ -99,22 +100,30 @@ def _all_dropped_for(outcome: Outcome, reason: DropReason, valid: int) -> bool:
 
 
 async def submit(rt: Runtime, outcome: Outcome) -> None:
-    """Durable before the 202: the events are in the spool (fsynced under fsync = "always")."""
+    """Durable before the 202: the events are in the spool (fsynced under fsync = "always"). Events the
+    spool cannot take are refused with 503 and Retry-After, counted as refused (never as accepted)."""
     if not outcome.events:
         return
     try:
         await rt.appender.append([encode_event(e) for e in outcome.events])
-        rt.spool_refused = False
-    except SpoolFull:
-        rt.spool_refused = True  # /readyz says "not ready" until an append fits again
-        raise HTTPError(
-            503, "spool full: storage is behind, retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        ) from None
-    except SpoolError:
-        log.error("spool append failed: %d events refused", len(outcome.events))
-        raise HTTPError(
-            503, "cannot store events right now", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        ) from None
+    except SpoolError as exc:
+        reason, message = _refusal(exc)
+        rt.metrics.refused[reason] += len(outcome.events)
+        if reason == "write_failed":
+            log.error("spool append failed: events refused")
+        raise HTTPError(503, message, {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    rt.metrics.count_accepted(outcome.events)
+
+
+def _refusal(exc: SpoolError) -> tuple[str, str]:
+    """(the reason counted in beacon_events_refused, the message for the client)."""
+    if isinstance(exc, SpoolLowDisk):
+        return "disk_reserve", "disk nearly full: storage is behind, retry later"
+    if isinstance(exc, SpoolFull):
+        return "spool_full", "spool full: storage is behind, retry later"
+    if isinstance(exc, SpoolClosed):
+        return "spool_down", "cannot store events right now"
+    return "write_failed", "cannot store events right now"
 
 
 def _errors(outcome: Outcome) -> list[dict[str, Any]]:
@@ -127,7 +136,14 @@ async def accept(
     """Every endpoint's way in: count, run the pipeline, refuse a request none of whose events can be
     kept (400 all invalid, 404 unknown site, 403 origin), and spool the accepted events."""
     rt.pipeline.count_received(endpoint, beacons)
-    outcome = rt.pipeline.process(info, beacons)
+    try:
+        outcome = rt.pipeline.process(info, beacons)
+    except SaltUnavailable:
+        rt.metrics.refused["write_failed"] += sum(1 for b in beacons if not isinstance(b, EventError))
+        log.error("events refused: the day's visitor-hash salt could not be written")
+        raise HTTPError(
+            503, "cannot store events right now", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from None
     valid = len(beacons) - len(outcome.errors)
     if valid == 0:
         raise HTTPError(400, "no valid event", detail={"errors": _errors(outcome)})

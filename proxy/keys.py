@@ -21,6 +21,11 @@ from pathlib import Path
 SALT_BYTES = 32
 
 
+class SaltUnavailable(RuntimeError):
+    """Today's salt could not be created or read (e.g. the disk is full): no visitor hash can be made
+    that every process agrees on, so the request is answered 503 and retried later."""
+
+
 def _write_new(path: Path, data: bytes) -> None:
     """Create ``path`` with ``data`` atomically; if another process won the race, keep theirs."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -65,6 +70,14 @@ class DailySalt:
         return self._salt
 
     def _load(self, day: date) -> bytes:
+        try:
+            return self._load_file(day)
+        except OSError as exc:
+            raise SaltUnavailable(
+                f"the day's salt is unavailable: {exc.strerror or type(exc).__name__}"
+            ) from None
+
+    def _load_file(self, day: date) -> bytes:
         path = self._dir / f"salt-{day.isoformat()}"
         if not path.exists():
             _write_new(path, secrets.token_bytes(SALT_BYTES))

@@ -11,7 +11,7 @@ import bisect
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from proxy.model import DropReason
+from proxy.model import DropReason, Event
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ class Metrics:
     refused: Counter[str] = field(default_factory=Counter)
     # Events whose client clock was not used (the server's receive time was), by reason.
     clock_replaced: Counter[str] = field(default_factory=Counter)
+    # Background jobs (proxy/background.py), refreshed from their states before each read: how many of
+    # this process's (and, added up, every worker's) instances are down, and their failures so far.
+    jobs_down: Counter[str] = field(default_factory=Counter)
+    job_failures: Counter[str] = field(default_factory=Counter)
     step_ns: Counter[str] = field(default_factory=Counter)  # summed over sampled runs
     step_runs: Counter[str] = field(default_factory=Counter)
 
@@ -85,10 +89,20 @@ class Metrics:
                 "rejected_requests": {str(k): v for k, v in self.rejected_requests.items()},
                 "refused": self.refused,
                 "clock_replaced": self.clock_replaced,
+                "jobs_down": self.jobs_down,
+                "job_failures": self.job_failures,
                 "step_ns": self.step_ns,
                 "step_runs": self.step_runs,
             }
         )
+
+    def count_accepted(self, events: Iterable[Event]) -> None:
+        """Events the spool has confirmed (their 202 is on its way)."""
+        n = 0
+        for event in events:  # events only get this far for configured sites
+            self.accepted_by_site[event.site] += 1
+            n += 1
+        self.accepted += n
 
     def add(self, data: bytes) -> None:
         """Add another process's counters (from ``to_json``); unreadable data is ignored."""
@@ -102,6 +116,8 @@ class Metrics:
             self.rejected_requests.update({int(k): v for k, v in d["rejected_requests"].items()})
             self.refused.update(d.get("refused", {}))
             self.clock_replaced.update(d.get("clock_replaced", {}))
+            self.jobs_down.update(d.get("jobs_down", {}))
+            self.job_failures.update(d.get("job_failures", {}))
             self.step_ns.update(d["step_ns"])
             self.step_runs.update(d["step_runs"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -193,6 +209,21 @@ class RuntimeCollector(Collector):
         for why in CLOCK_REASONS:
             clock.add_metric([why], m.clock_replaced.get(why, 0))
         yield clock
+        up = GaugeMetricFamily(
+            "beacon_background_up",
+            "1 while every process's instance of this background job runs, 0 while one is down",
+            labels=["job"],
+        )
+        failures = CounterMetricFamily(
+            "beacon_background_failures",
+            "Unexpected failures of a background job (each one restarted with backoff)",
+            labels=["job"],
+        )
+        for job in sorted(m.job_failures.keys() | m.jobs_down.keys()):
+            up.add_metric([job], 0 if m.jobs_down.get(job, 0) else 1)
+            failures.add_metric([job], m.job_failures.get(job, 0))
+        yield up
+        yield failures
         steps = SummaryMetricFamily(
             "beacon_pipeline_step_seconds", "Time per pipeline step (sampled runs)", labels=["step"]
         )

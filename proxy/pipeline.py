@@ -516,11 +516,7 @@ class Pipeline:
                         out.dropped[result.reason] += 1
                     else:
                         out.events.append(result.event)
-        m = s.metrics
-        m.accepted += len(out.events)
-        for event in out.events:  # events only reach here for configured sites
-            m.accepted_by_site[event.site] += 1
-        m.dropped.update(out.dropped)
+        s.metrics.dropped.update(out.dropped)  # accepted events are counted once the spool has them
         return out
 
     def count_received(self, endpoint: str, beacons: Sequence[Beacon | EventError]) -> None:

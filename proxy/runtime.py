@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 import os
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from config.settings import Settings
+from proxy.background import JobState
 from proxy.geo import GeoLookup, find_databases
 from proxy.keys import DailySalt, SiteKeys, load_or_create_secret
 from proxy.metrics import Metrics
@@ -59,7 +61,23 @@ class Runtime:
     suppressions: Suppressions
     subjects: SubjectService | None  # None in a worker, or when the sink is not ClickHouse
     role: Role = "single"
-    spool_refused: bool = False  # the last append did not fit: not ready until one does
+    jobs: list[JobState] = field(default_factory=list)  # the app's periodic tasks (proxy/app.py)
+
+    def background(self) -> list[JobState]:
+        """Every background job of this process: the spool writer, the shipper, the periodic tasks."""
+        out = [job for job in (self.spool.job,) if job is not None]
+        if self.shipper is not None:
+            out.append(self.shipper.job)
+        return out + self.jobs
+
+    def vital_jobs_down(self) -> list[str]:
+        return [job.name for job in self.background() if job.vital and not job.up]
+
+    def refresh_job_counters(self) -> None:
+        """Copy the jobs' states into the counters (what /metrics and a worker's snapshot read)."""
+        jobs = self.background()
+        self.metrics.jobs_down = Counter({job.name: int(not job.up) for job in jobs})
+        self.metrics.job_failures = Counter({job.name: job.failures for job in jobs})
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
@@ -75,13 +93,17 @@ class Runtime:
     def counters(self) -> Metrics:
         """This process's counters; in the primary, plus the snapshots its workers leave."""
         snapshots = metrics_dir(self.settings) if self.role == "primary" else None
+        self.refresh_job_counters()
         return self.metrics.with_snapshots(snapshots)
 
     def spool_stats(self) -> dict[str, Any]:
         return {**vars(self.reader.stats()), "bytes_used": self.spool.bytes_used(), "state": self.spool.state}
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"spool": self.spool_stats()}
+        out: dict[str, Any] = {
+            "spool": self.spool_stats(),
+            "background": {job.name: job.snapshot() for job in self.background()},
+        }
         if self.shipper is not None:
             out["shipper"] = {k: v for k, v in vars(self.shipper.stats).items() if k != "insert_latency"}
         return out
@@ -120,6 +142,7 @@ def build_runtime(
         segment_max_age=b.max_age_seconds,
         fsync=sp.fsync,
         fsync_interval=sp.fsync_interval,
+        min_free_bytes=sp.min_free_bytes,
     )
     reader = SpoolReader(spool_dir)
     shipper = None

@@ -7,6 +7,7 @@ HMAC from :meth:`proxy.keys.SiteKeys.subject`, never the identifier.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import orjson
 
 from proxy.keys import SiteKeys
 from sinks.subject_store import Kind, SubjectStore
+
+log = logging.getLogger(__name__)
 
 SUBJECT_KINDS = ("client_id", "user_id")
 
@@ -42,10 +45,17 @@ class Suppressions:
             self._blocked = {(a, b, c) for a, b, c in orjson.loads(self._cache.read_bytes())}
 
     def _save(self) -> None:
+        """Best effort: the store holds the list; the file only bridges a restart while it is away (and
+        a full disk must not fail a block, which already applies here in memory)."""
         if self._cache is not None:
             tmp = self._cache.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(sorted(self._blocked)))
-            os.replace(tmp, self._cache)
+            try:
+                tmp.write_bytes(orjson.dumps(sorted(self._blocked)))
+                os.replace(tmp, self._cache)
+            except OSError as exc:
+                log.warning("suppression cache not written: %s", exc.strerror or type(exc).__name__)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
 
     def replace(self, blocked: Iterable[tuple[str, str, str]]) -> None:
         new = set(blocked)

@@ -10,8 +10,6 @@ the primary keeps in ``<data_dir>/suppressions.json``, and leaves its counters i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -25,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from config.settings import Settings, load_settings
-from proxy.app import create_app
+from proxy.app import Periodic, create_app
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
 from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
@@ -82,29 +80,22 @@ class Forwarder:
 
 
 async def reload_suppressions(rt: Runtime) -> None:
-    every = rt.settings.server.suppression_reload_seconds
-    while True:
-        await asyncio.sleep(every)
-        rt.suppressions.reload_cache()
+    rt.suppressions.reload_cache()
 
 
-async def write_metrics_snapshots(rt: Runtime) -> None:
+def write_metrics_snapshot(rt: Runtime) -> None:
+    """This worker's counters (and its background jobs' states) for the primary to add up."""
     directory = metrics_dir(rt.settings)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{os.getpid()}.json"
+    tmp = path.with_suffix(".tmp")
+    rt.refresh_job_counters()
+    tmp.write_bytes(rt.metrics.to_json())
+    os.replace(tmp, path)
 
-    def write() -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(rt.metrics.to_json())
-        os.replace(tmp, path)
 
-    try:
-        while True:
-            write()
-            await asyncio.sleep(SNAPSHOT_SECONDS)
-    finally:  # cancelled at shutdown: leave the final counts
-        with contextlib.suppress(OSError):
-            write()
+async def write_metrics_snapshots(rt: Runtime) -> None:
+    write_metrics_snapshot(rt)
 
 
 def create_worker_app(settings: Settings) -> Starlette:
@@ -118,7 +109,12 @@ def create_worker_app(settings: Settings) -> Starlette:
         settings,
         role="worker",
         extra_routes=routes,
-        background=[reload_suppressions, write_metrics_snapshots],
+        background=[
+            Periodic("suppression_reload", settings.server.suppression_reload_seconds, reload_suppressions),
+            Periodic(
+                "metrics_snapshot", SNAPSHOT_SECONDS, write_metrics_snapshots, final=write_metrics_snapshot
+            ),
+        ],
     )
 
 
@@ -128,12 +124,11 @@ def create_primary_app(settings: Settings, parent: int) -> Starlette:
     sealed. If the parent dies without doing so, the primary notices and shuts down by itself."""
 
     async def watch_parent(rt: Runtime) -> None:
-        while os.getppid() == parent:
-            await asyncio.sleep(1.0)
-        log.warning("the serving process is gone; shutting down")
-        os.kill(os.getpid(), signal.SIGTERM)
+        if os.getppid() != parent:
+            log.warning("the serving process is gone; shutting down")
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    return create_app(settings, role="primary", background=[watch_parent])
+    return create_app(settings, role="primary", background=[Periodic("parent_watch", 1.0, watch_parent)])
 
 
 def create_from_environment() -> Starlette:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy.background import JobState, SupervisedThread
 from proxy.metrics import LatencyHistogram
 from sinks.base import Sink, SinkError
 from sinks.codec import block_of
@@ -84,10 +85,15 @@ class Shipper:
         self._pass_listing: frozenset[str] = frozenset()
         self._give_up_at = float("inf")  # during stop(): stop retrying after this monotonic time
         self._next_maintenance = 0.0
-        self._thread: threading.Thread | None = None
+        # Supervised: an unexpected exception (say EMFILE while listing the spool) restarts it with
+        # backoff; the segment it was shipping is shipped again with the same token (deduplicated).
+        self._thread = SupervisedThread("shipper", self._run, vital=True, stopping=self._stopping)
+
+    @property
+    def job(self) -> JobState:
+        return self._thread.job
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="shipper", daemon=True)
         self._thread.start()
 
     def nudge(self) -> None:
@@ -116,8 +122,7 @@ class Shipper:
         self._give_up_at = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout + 5)
+        self._thread.join(timeout + 5)
         left = self.reader.sealed_segments()
         if left:
             log.warning("shutdown: %d spooled segments left for the next start", len(left))

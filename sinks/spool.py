@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from proxy.background import JobState, SupervisedThread
+
 log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "interval", "never"]
@@ -86,6 +88,11 @@ class SpoolError(Exception):
 
 class SpoolFull(SpoolError):
     """Accepting these records would exceed ``max_bytes``; answer 503 with Retry-After."""
+
+
+class SpoolLowDisk(SpoolFull):
+    """Accepting these records would leave less free disk than the reserve (``min_free_bytes``), which is
+    kept for the shipper and the store to drain the spool; answer 503 with Retry-After."""
 
 
 class SpoolClosed(SpoolError):
@@ -316,6 +323,9 @@ class SpoolWriter:
         fsync: FsyncPolicy = "always",
         fsync_interval: float = 0.2,
         rescan_interval: float = 0.5,
+        restart_backoff: float = 0.5,
+        min_free_bytes: int = 0,
+        error_hold_seconds: float = 5.0,
     ) -> None:
         if not _WRITER_RE.fullmatch(writer):
             raise ValueError("writer must be 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -334,9 +344,20 @@ class SpoolWriter:
         self.fsync: FsyncPolicy = fsync
         self.fsync_interval = fsync_interval
         self.rescan_interval = rescan_interval
+        self.restart_backoff = restart_backoff  # first wait before a failed writer thread is restarted
+        # Free disk kept in reserve: below it appends are refused, so that a full disk never stops the
+        # shipper and the store (on the same disk, for the embedded one) from draining the spool.
+        self.min_free_bytes = min_free_bytes
+        # After a refused append (spool or disk full, a failed write), refusal() reports it this long
+        # unless a write succeeded since: readiness follows append errors, and recovers without traffic.
+        self.error_hold_seconds = error_hold_seconds
+        self._free_bytes = -1  # free disk at the last scan (-1: unknown)
+        self._last_refusal = (-math.inf, "")  # (monotonic time, why): a full spool or disk, a failed write
+        self._last_write_ok = -math.inf
 
         self._cond = threading.Condition()
-        self._state: Literal["new", "running", "closing", "closed", "failed"] = "new"
+        self._state: Literal["new", "running", "restarting", "closing", "closed"] = "new"
+        self._stopping = threading.Event()  # set by close(): a failed writer thread is not restarted
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
         self._written_total = 0  # bytes this writer has written since it started
@@ -345,7 +366,7 @@ class SpoolWriter:
         self._scan_at = -math.inf
         self._seal_requested = 0
         self._seal_done = 0
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
 
         # Owned by the writer thread.
         self._inflight: list[_Pending] = []  # taken from the queue, futures not all resolved yet
@@ -361,7 +382,8 @@ class SpoolWriter:
 
     @property
     def state(self) -> str:
-        """new, running, closing, closed, or failed (the writer thread stopped on an unexpected error)."""
+        """new, running, restarting (the writer thread failed unexpectedly and is started again after a
+        backoff; appends are refused meanwhile), closing or closed."""
         return self._state
 
     def start(self) -> None:
@@ -374,8 +396,20 @@ class SpoolWriter:
             if self._state != "new":
                 raise SpoolError("a spool writer can be started once")
             self._state = "running"
-            self._thread = threading.Thread(target=self._run, name=f"spool-{self.writer}", daemon=True)
+            self._thread = SupervisedThread(
+                "spool_writer",
+                self._run,
+                vital=True,
+                stopping=self._stopping,
+                on_failure=self._after_failure,
+                backoff_initial=self.restart_backoff,
+            )
             self._thread.start()
+
+    @property
+    def job(self) -> JobState | None:
+        """The writer thread's supervision state (None before start)."""
+        return self._thread.job if self._thread is not None else None
 
     def append(self, records: Sequence[bytes]) -> Future[None]:
         """Queue records; the future resolves once they are durable (per the fsync policy).
@@ -415,6 +449,10 @@ class SpoolWriter:
                     future.set_exception(SpoolClosed(f"spool writer is {self._state}"))
                 elif self._used_locked() + len(data) > self.max_bytes:
                     future.set_exception(SpoolFull("spool is full"))
+                    self._last_refusal = (time.monotonic(), "spool is full")
+                elif (free := self._free_locked()) is not None and free - len(data) < self.min_free_bytes:
+                    future.set_exception(SpoolLowDisk("free disk is below the reserve"))
+                    self._last_refusal = (time.monotonic(), "free disk is below the reserve")
                 else:
                     self._queue.append(_Pending(data, future, len(records)))
                     self._queued_bytes += len(data)
@@ -430,6 +468,23 @@ class SpoolWriter:
         with self._cond:
             return self._used_locked()
 
+    def refusal(self) -> str | None:
+        """Why an append would be refused now (None: it would be taken), from a fresh look at the spool's
+        size and the free disk: the state readiness reports, which recovers without traffic."""
+        self._rescan(force=True)
+        with self._cond:
+            if self._state != "running":
+                return f"spool writer is {self._state}"
+            if self._used_locked() >= self.max_bytes:
+                return "spool is full"
+            free = self._free_locked()
+            if free is not None and free < self.min_free_bytes:
+                return "free disk is below the reserve"
+            when, why = self._last_refusal
+            if self._last_write_ok < when > time.monotonic() - self.error_hold_seconds:
+                return why
+        return None
+
     def flush(self, timeout: float) -> bool:
         """Write everything queued and seal the open segment; True once done within ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -441,7 +496,7 @@ class SpoolWriter:
             self._cond.notify_all()
             while self._seal_done < target:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.state == "failed":
+                if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
         return True
@@ -449,8 +504,9 @@ class SpoolWriter:
     def close(self, timeout: float = 10) -> None:
         """Stop accepting, write what is queued, seal the open segment and stop the thread."""
         with self._cond:
-            if self._state in ("new", "running"):
+            if self._state in ("new", "running", "restarting"):
                 self._state = "closing" if self._thread is not None else "closed"
+            self._stopping.set()
             self._cond.notify_all()
             thread = self._thread
         if thread is None:
@@ -466,11 +522,18 @@ class SpoolWriter:
         with self._cond:
             if self._state == "closing":
                 self._state = "closed"
+        self._fail_pending(SpoolClosed("spool writer closed"))  # left by a writer that failed while closing
 
     # -- accounting
 
     def _used_locked(self) -> int:
         return self._scan_total + (self._written_total - self._scan_written) + self._queued_bytes
+
+    def _free_locked(self) -> int | None:
+        """Free disk now: at the last scan, less what was written and queued here since (None: unknown)."""
+        if self._free_bytes < 0:
+            return None
+        return self._free_bytes - (self._written_total - self._scan_written) - self._queued_bytes
 
     def _rescan(self, force: bool = False) -> None:
         with self._cond:
@@ -481,63 +544,74 @@ class SpoolWriter:
             written = self._written_total
         try:
             total = _dir_bytes(self.directory)
-        except OSError as exc:  # keep the last figure; the next call tries again
+            st = os.statvfs(self.directory)
+        except OSError as exc:  # keep the last figures; the next call tries again
             log.warning("spool writer %s: cannot scan the spool: %s", self.writer, _reason(exc))
             return
         with self._cond:
             self._scan_total = total
             self._scan_written = written
+            # What an unprivileged writer may still use; written since the scan is subtracted later.
+            self._free_bytes = st.f_bavail * st.f_frsize
 
     # -- writer thread
 
     def _run(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while not (
-                        self._queue or self._seal_requested > self._seal_done or self._state == "closing"
-                    ):
-                        deadline = self._next_deadline()
-                        now = time.monotonic()
-                        if deadline is not None and deadline <= now:
-                            break
-                        self._cond.wait(None if deadline is None else deadline - now)
-                    group, self._queue = self._queue, []
-                    seal_requested = self._seal_requested
-                    closing = self._state == "closing"
-                self._inflight = group
-                live = []
-                for item in group:
-                    if item.future.set_running_or_notify_cancel():
-                        live.append(item)
-                    else:  # cancelled before it was written: never acknowledged, so not stored
-                        with self._cond:
-                            self._queued_bytes -= len(item.data)
-                self._write_group(live)
-                self._inflight = []
-                self._timers()
-                if closing or seal_requested > self._seal_done:
-                    self._seal()
-                with self._cond:
-                    self._seal_done = max(self._seal_done, seal_requested)
-                    self._cond.notify_all()
-                    if closing and not self._queue:
-                        return
-        except Exception:
-            log.exception("spool writer %s stopped", self.writer)
-            self._abandon()
+        """The writer thread's work, supervised: an unexpected exception ends this run, _after_failure
+        fails what was not written, and the run starts again after a backoff."""
+        with self._cond:
+            if self._state == "restarting":
+                self._state = "running"
+        while True:
             with self._cond:
-                self._state = "failed"
-                left = self._inflight + self._queue
-                self._queue, self._inflight = [], []
-                self._queued_bytes = 0
+                while not (self._queue or self._seal_requested > self._seal_done or self._state == "closing"):
+                    deadline = self._next_deadline()
+                    now = time.monotonic()
+                    if deadline is not None and deadline <= now:
+                        break
+                    self._cond.wait(None if deadline is None else deadline - now)
+                group, self._queue = self._queue, []
+                seal_requested = self._seal_requested
+                closing = self._state == "closing"
+            self._inflight = group
+            live = []
+            for item in group:
+                if item.future.set_running_or_notify_cancel():
+                    live.append(item)
+                else:  # cancelled before it was written: never acknowledged, so not stored
+                    with self._cond:
+                        self._queued_bytes -= len(item.data)
+            self._write_group(live)
+            self._inflight = []
+            self._timers()
+            if closing or seal_requested > self._seal_done:
+                self._seal()
+            with self._cond:
+                self._seal_done = max(self._seal_done, seal_requested)
                 self._cond.notify_all()
-            error = SpoolClosed("spool writer stopped")
-            for item in left:
-                if not item.future.done() and (
-                    item.future.running() or item.future.set_running_or_notify_cancel()
-                ):
-                    item.future.set_exception(error)
+                if closing and not self._queue:
+                    return
+
+    def _after_failure(self, exc: BaseException) -> None:
+        """The writer thread died: nothing it held was acknowledged. Close the open segment as it is
+        (``seal_orphans`` recovers its records) and fail every pending append (503, never a 202)."""
+        self._abandon()
+        with self._cond:
+            if self._state == "running":
+                self._state = "restarting"
+        self._fail_pending(SpoolClosed("spool writer stopped; it is being restarted"))
+
+    def _fail_pending(self, error: SpoolError) -> None:
+        with self._cond:
+            left = self._inflight + self._queue
+            self._queue, self._inflight = [], []
+            self._queued_bytes = 0
+            self._cond.notify_all()
+        for item in left:
+            if not item.future.done() and (
+                item.future.running() or item.future.set_running_or_notify_cancel()
+            ):
+                item.future.set_exception(error)
 
     def _next_deadline(self) -> float | None:
         deadlines = []
@@ -588,6 +662,7 @@ class SpoolWriter:
             with self._cond:
                 self._queued_bytes -= len(data)
                 self._written_total += len(data)
+                self._last_write_ok = time.monotonic()
                 queued = False
             if seal:
                 self._seal(raise_errors=True)
@@ -602,6 +677,8 @@ class SpoolWriter:
                 with self._cond:
                     self._queued_bytes -= len(data)
             error = SpoolError(f"spool write failed: {reason}")
+            with self._cond:
+                self._last_refusal = (time.monotonic(), "the last spool write failed")
             for item in chunk:
                 item.future.set_exception(error)
             self._recover(good)

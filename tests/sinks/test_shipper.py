@@ -25,7 +25,7 @@ from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
 from sinks.codec import EventBlock, encode_event
 from sinks.shipper import SHIPPER_NICENESS, Shipper, lower_thread_priority
-from sinks.spool import SpoolReader, SpoolWriter, encode_record, segment_name
+from sinks.spool import OPEN_SUFFIX, SEALED_SUFFIX, SpoolReader, SpoolWriter, encode_record, segment_name
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -172,12 +172,13 @@ def shippers() -> Iterator[Callable[..., Shipper]]:
 
 
 def seal(writer: SpoolWriter, records: Sequence[bytes]) -> str:
-    """Append records to the writer's segment, seal it, return the sealed segment's name."""
-    before = set(SpoolReader(writer.directory).sealed_segments())
+    """Append records to the writer's segment, seal it, return the sealed segment's name (known from
+    the open segment's: a running shipper may ship and delete it before the spool could be listed)."""
     writer.append(records).result(5)
+    open_segment = writer._path
+    assert open_segment.suffix == OPEN_SUFFIX
     assert writer.flush(5)
-    [name] = set(SpoolReader(writer.directory).sealed_segments()) - before
-    return name
+    return open_segment.with_suffix(SEALED_SUFFIX).name
 
 
 def seal_events(writer: SpoolWriter, events: Sequence[Event]) -> str:

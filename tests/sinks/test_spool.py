@@ -23,6 +23,7 @@ from sinks.spool import (
     SpoolClosed,
     SpoolError,
     SpoolFull,
+    SpoolLowDisk,
     SpoolReader,
     SpoolWriter,
     encode_record,
@@ -329,24 +330,34 @@ def test_failed_write_fails_the_future_and_the_writer_goes_on(
     assert reader.stats().corrupt_records == 0  # the half-written bytes were cut before sealing
 
 
-def test_unexpected_writer_failure_fails_futures_and_refuses_appends(
+def test_unexpected_writer_failure_fails_futures_refuses_appends_and_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The writer thread is supervised: an unexpected exception fails what it held (never a 202), appends
+    are refused while it is down, and it is started again after a backoff, writing as before."""
     import sinks.spool
 
-    w = make_writer(tmp_path)
+    w = make_writer(tmp_path, restart_backoff=1.0)
+    real = sinks.spool._allocate_seq
+    faults = {"left": 1}
 
     def broken(directory: Path, *, durable: bool) -> int:
-        raise RuntimeError("bug")
+        if faults["left"] > 0:
+            faults["left"] -= 1
+            raise RuntimeError("injected")
+        return real(directory, durable=durable)
 
     monkeypatch.setattr(sinks.spool, "_allocate_seq", broken)
     with pytest.raises(SpoolClosed):
         w.append([b"x"]).result(5)
-    assert wait_for(lambda: w.state == "failed")
-    with pytest.raises(SpoolClosed):
-        w.append([b"y"])
-    assert not w.flush(1)
+    assert w.job is not None
+    assert (w.state, w.job.up, w.job.failures, w.job.last_error) == ("restarting", False, 1, "RuntimeError")
+    with pytest.raises(SpoolClosed):  # down: refused at once, never queued
+        w.append([b"refused"])
+    assert wait_for(lambda: w.state == "running" and w.job.up)  # type: ignore[union-attr]
+    w.append([b"y"]).result(5)
     w.close()
+    assert read_all(SpoolReader(tmp_path)) == [b"y"]  # "x" and "refused" were never written
 
 
 # --- limits ---------------------------------------------------------------------------------------------
@@ -727,3 +738,54 @@ def test_a_loop_append_with_an_oversized_record_fails_alone(tmp_path: Path) -> N
     assert w.flush(5)
     w.close()
     assert read_all(SpoolReader(tmp_path)) == [b"ok"]
+
+
+# --- free disk reserve and readiness ---------------------------------------------------------------------
+
+
+def test_appends_are_refused_below_the_free_disk_reserve(tmp_path: Path) -> None:
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+    w = make_writer(tmp_path, min_free_bytes=free + (1 << 30), rescan_interval=0.0)  # never enough
+    assert w.refusal() == "free disk is below the reserve"
+    with pytest.raises(SpoolLowDisk):
+        w.append([b"x"])
+    w.close()
+    w = make_writer(tmp_path, min_free_bytes=max(0, free - (256 << 20)), rescan_interval=0.0)
+    assert w.refusal() is None
+    w.append([b"x"]).result(5)
+    w.close()
+    assert read_all(SpoolReader(tmp_path)) == [b"x"]
+
+
+def test_readiness_follows_a_refused_append_until_a_write_succeeds_or_the_hold_passes(tmp_path: Path) -> None:
+    w = make_writer(tmp_path, max_bytes=4096, rescan_interval=0.0, error_hold_seconds=0.3)
+    with pytest.raises(SpoolFull):
+        w.append([b"r" * 5000])  # this one cannot fit, although the spool is nearly empty
+    assert w.refusal() == "spool is full"
+    time.sleep(0.35)
+    assert w.refusal() is None  # recovers by itself: a not-ready proxy gets no traffic to clear it
+    with pytest.raises(SpoolFull):
+        w.append([b"r" * 5000])
+    w.append([b"small"]).result(5)
+    assert w.refusal() is None  # a write succeeded since
+    w.close()
+
+
+def test_a_failed_write_is_reported_by_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sinks.spool
+
+    w = make_writer(tmp_path, error_hold_seconds=60.0)
+
+    def no_space(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sinks.spool, "_write_all", no_space)
+    with pytest.raises(SpoolError):
+        w.append([b"x"]).result(5)
+    assert w.refusal() == "the last spool write failed"
+    monkeypatch.undo()
+    w.append([b"y"]).result(5)
+    assert w.refusal() is None
+    w.close()
+    assert read_all(SpoolReader(tmp_path)) == [b"y"]
