@@ -46,6 +46,12 @@ class ServerSettings(_Section):
     client_ip_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     # Bearer token for admin endpoints (/admin/*). Empty: generated once into <data_dir>/admin_token.
     admin_token: str = ""
+    # Where /admin/* is served (never on the public port): a unix socket path ("unix:/path" or a path
+    # with a "/"; relative paths are under data_dir) or a loopback "HOST:PORT". Empty: the socket
+    # <data_dir>/run/admin.sock, reachable only by this user. The CLI finds it by itself.
+    admin_listen: str = ""
+    # /metrics on the public listener (for a scraper that reaches it) or only on the admin listener.
+    metrics_listener: Literal["public", "admin"] = "public"
     # First-party opt-out cookie set by GET /v1/opt-out. Set cookie_domain (e.g. "example.com") when the
     # proxy runs on a subdomain of the sites it serves, so the cookie reaches it from every page.
     opt_out_cookie: str = Field("bp_optout", pattern=r"^[A-Za-z0-9_-]{1,64}$")

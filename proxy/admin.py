@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy import admin_listener
 from proxy.http import HTTPError, error_response, json_response, read_body, read_json_object, require_admin
 from proxy.inventory import InventoryError, build_inventory
 from proxy.runtime import Runtime
@@ -17,7 +18,6 @@ from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
 
 MAX_QUERY_BYTES = 64 * 1024
-ACTORS = frozenset({"admin-http", "admin-cli"})
 
 
 def _clickhouse(rt: Runtime) -> ClickHouseSink:
@@ -94,8 +94,9 @@ async def admin_subject(request: Request) -> Response:
         service = rt.subjects
         doc = await read_json_object(request, 4096)
         site, kind, value = subject_of(doc)
-        actor = request.headers.get("x-beacon-actor", "admin-http")
-        actor = actor if actor in ACTORS else "admin-http"
+        # How the request arrived, never what it says: the listener's kind and, on the unix socket,
+        # the connecting user's id from the kernel.
+        actor = admin_listener.actor(request.scope.get("client"), rt.admin_address.kind)
         requested = doc.get("format", "json")
         if requested not in ("json", "csv"):
             raise HTTPError(400, "field 'format' must be 'json' or 'csv'")

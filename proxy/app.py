@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from config.settings import Settings
-from proxy import runfile
+from proxy import admin_listener
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
 from proxy.background import JobState, run_periodic
 from proxy.geo import GeoLookup
@@ -40,6 +39,7 @@ from sinks.base import Sink, SinkError
 log = logging.getLogger("beaconproxy")
 
 SALT_PURGE_SECONDS = 600
+ADMIN_STOP_SECONDS = 5.0
 
 
 async def preflight(request: Request) -> Response:
@@ -117,16 +117,58 @@ def ingest_routes() -> list[Route]:
     ]
 
 
-def store_routes() -> list[Route]:
-    """What needs the sink: served by a single process or the primary; workers forward them."""
-    return [
-        Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"]),
-        Route("/metrics", metrics, methods=["GET"]),
+def store_routes(settings: Settings) -> list[Route]:
+    """What needs the sink and is public: served by a single process or the primary; workers forward
+    them. /metrics is here unless ``server.metrics_listener`` moves it to the admin listener."""
+    routes = [Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"])]
+    if settings.server.metrics_listener == "public":
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
+    return routes
+
+
+def admin_routes(settings: Settings) -> list[Route]:
+    """What only the admin listener serves (proxy/admin_listener.py)."""
+    routes = [
         Route("/admin/query", admin_query, methods=["POST"]),
         Route("/admin/stats", admin_stats, methods=["GET"]),
         Route("/admin/inventory", admin_inventory, methods=["GET"]),
         Route("/admin/subjects/{action}", admin_subject, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
     ]
+    if settings.server.metrics_listener == "admin":
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
+    return routes
+
+
+def create_admin_app(rt: Runtime) -> Starlette:
+    """The admin listener's app: the same runtime as the public app (whose lifespan runs it)."""
+    app = Starlette(routes=admin_routes(rt.settings), exception_handlers={Exception: internal_error})
+    app.state.rt = rt
+    return app
+
+
+async def serve_admin(app: Starlette, rt: Runtime) -> Callable[[], Awaitable[None]]:
+    """Bind the admin listener and serve ``app`` on it; returns the coroutine function that stops it."""
+    sock = admin_listener.bind(rt.admin_address)
+    server = admin_listener.admin_server(
+        app, log_level=rt.settings.log_level, timeout_graceful_shutdown=ADMIN_STOP_SECONDS
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    log.info("admin listener on %s", rt.admin_address)
+
+    async def stop() -> None:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, ADMIN_STOP_SECONDS + 5)
+        except Exception as exc:
+            log.warning("admin listener stopped with %s", type(exc).__name__)
+        sock.close()
+        if rt.admin_address.path is not None:
+            with contextlib.suppress(OSError):
+                rt.admin_address.path.unlink()
+
+    return stop
 
 
 @dataclass(frozen=True)
@@ -185,14 +227,18 @@ def create_app(
     role: Role = "single",
     extra_routes: Sequence[BaseRoute] = (),
     background: Sequence[Periodic] = (),
+    admin: bool = False,
 ) -> Starlette:
     """The proxy. ``role`` is "single" (everything), "primary" (everything, behind workers) or "worker"
-    (ingestion only; ``extra_routes`` forward the rest, see proxy/worker.py)."""
+    (ingestion only; ``extra_routes`` forward the rest, see proxy/worker.py). ``admin`` serves the admin
+    app (``app.state.admin_app``, always built) on ``server.admin_listen`` while the app runs."""
     rt = build_runtime(settings, sink=sink, geo=geo, role=role)
+    admin_app = create_admin_app(rt)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
+        stop_admin = await serve_admin(admin_app, rt) if admin and role != "worker" else None
         if rt.shipper is not None:
             await start_store(rt, tasks)
         rt.spool.start()
@@ -201,8 +247,6 @@ def create_app(
             log.info("geoip database: %s", line)
         # Builds the User-Agent parser now (~0.1 s), not during the first request.
         log.info("user-agent parser: %s", await anyio.to_thread.run_sync(parser_backend))
-        if role != "worker":
-            runfile.write(settings, os.getpid())
         for periodic in (*background, Periodic("salt_purge", SALT_PURGE_SECONDS, _purge_salts)):
             tasks.append(start_periodic(rt, periodic))
         try:
@@ -214,15 +258,18 @@ def create_app(
                 if periodic.final is not None:
                     with contextlib.suppress(Exception):  # best effort: e.g. a last metrics snapshot
                         periodic.final(rt)
-            if role != "worker":
-                runfile.remove(settings, os.getpid())
+            if stop_admin is not None:
+                await stop_admin()
             # Requests in flight are done (the server drained them): seal the open segment.
             await anyio.to_thread.run_sync(rt.spool.close)
             if rt.shipper is not None:
                 await stop_store(rt)
             rt.geo.close()
 
-    routes: list[BaseRoute] = [*ingest_routes(), *(extra_routes if role == "worker" else store_routes())]
+    routes: list[BaseRoute] = [
+        *ingest_routes(),
+        *(extra_routes if role == "worker" else store_routes(settings)),
+    ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(Ingest, rt=rt)],
@@ -230,9 +277,11 @@ def create_app(
         exception_handlers={Exception: internal_error},
     )
     app.state.rt = rt
+    app.state.admin_app = admin_app
     if rt.shipper is not None:
         shipper = rt.shipper
         registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import
         registry.register(RuntimeCollector(rt.counters, lambda: shipper.stats, rt.spool_stats))
         app.state.registry = registry
+        admin_app.state.registry = registry
     return app

@@ -8,20 +8,20 @@ beaconproxy config [--config FILE]        # the effective settings, secrets hidd
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import orjson
 
 from config.settings import Settings, SettingsError, load_settings
-from proxy import runfile
 from proxy.admin import result_body
+from proxy.admin_listener import AdminListenError, parse_admin_listen
+from proxy.datalock import DataDirLock, DataDirLocked
 from proxy.inventory import InventoryError, build_inventory
 from proxy.keys import SiteKeys, load_or_create_secret
 from proxy.logs import configure_logging
@@ -60,30 +60,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000)  # workers: create_from_environment
     import uvicorn
 
+    from proxy.admin_listener import bind_private_unix_socket
     from proxy.app import create_app
     from proxy.runtime import freeze_startup_objects
+    from proxy.supervisor import exit_with_parent
 
     if args.primary_socket:  # started by `serve --workers N`: the one process that owns the store
         from proxy.worker import create_primary_app
 
+        exit_with_parent(os.getppid())  # it also inherited the data directory's lock from it
         app = create_primary_app(settings, parent=os.getppid())
         freeze_startup_objects()
-        uvicorn.run(app, uds=args.primary_socket, **_uvicorn_options(settings))
+        sock = bind_private_unix_socket(Path(args.primary_socket))
+        uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings))).run(sockets=[sock])
         return 0
     if args.workers < 1:
         print("serve: --workers must be at least 1", file=sys.stderr)
         return 2
-    url = runfile.local_url(settings.host, settings.port)
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirLocked as exc:
+        print(f"serve: {exc}", file=sys.stderr)
+        return 1
+    lock.write_pid(os.getpid())
+    _make_private(settings.data_dir)
+    url = local_url(settings.host, settings.port)
     if args.workers == 1:
         log.info("Beacon Proxy on %s (store %s)", url, _store(settings))
-        app = create_app(settings)
+        app = create_app(settings, admin=True)
         freeze_startup_objects()
         uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
         return 0
-    return _serve_workers(args, settings, url)
+    return _serve_workers(args, settings, url, lock)
 
 
-def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> int:
+def local_url(host: str, port: int) -> str:
+    """A URL that reaches ``host:port`` from this machine (for the start-up log line)."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 - we connect to it, we don't bind it
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _make_private(data_dir: Path) -> None:
+    """The data directory holds the store, the spool and the secrets: this user's only. (Files the
+    proxy creates are private anyway: ``main`` sets the umask to 077.)"""
+    try:
+        if data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
+            log.info("data directory %s made private to its user (was readable by others)", data_dir)
+    except OSError as exc:
+        log.warning("cannot make the data directory private: %s", exc.strerror or type(exc).__name__)
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings, url: str, lock: DataDirLock) -> int:
     """A primary process (store, shipper, admin API on a unix socket) and N ingesting workers."""
     from proxy.runtime import metrics_dir
     from proxy.supervisor import PrimaryProcess, Supervisor
@@ -98,10 +132,12 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> in
     os.environ["BEACONPROXY_PORT"] = str(settings.port)
     if args.config:
         os.environ["BEACONPROXY_CONFIG"] = str(Path(args.config).resolve())
+    assert lock.fd is not None
     primary = PrimaryProcess(
         [sys.executable, "-m", "proxy.cli", "serve", "--primary-socket", str(socket_path)],
         socket_path,
         stop_seconds=settings.batch.shutdown_grace_seconds + 60,
+        pass_fds=(lock.fd,),
     )
     try:
         if not primary.start():
@@ -109,7 +145,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str) -> in
         log.info("Beacon Proxy on %s: %d workers, store %s", url, args.workers, _store(settings))
         options = _uvicorn_options(settings)
         grace = float(options["timeout_graceful_shutdown"]) + 5
-        status = Supervisor(args.workers, settings.host, settings.port, options, grace).run(
+        status = Supervisor(args.workers, settings.host, settings.port, options, grace, lock=lock).run(
             primary.keep_alive
         )
     finally:
@@ -127,40 +163,59 @@ class ProxyAnswer(NamedTuple):
     headers: dict[str, str]
 
 
-def _via_proxy(settings: Settings, method: str, path: str, body: bytes | None) -> ProxyAnswer | None:
-    """Call a running proxy's admin endpoint when it owns the embedded store; None if none answers.
+class AdminClient:
+    """Calls the running proxy's admin listener (``server.admin_listen``; by default the unix socket in
+    the data directory, which only this user can reach)."""
 
-    chDB lets one process open a data directory, so while the proxy runs it serves these requests.
-    A remote store needs no routing: every process can reach it.
-    """
-    if not settings.clickhouse_dsn.startswith("chdb://"):
-        return None
-    info = runfile.read(settings)
-    if info is None or not runfile.pid_alive(info.get("pid")):
-        return None
-    token = load_or_create_secret(settings.server.admin_token, settings.data_dir / "admin_token")
-    req = urllib.request.Request(  # noqa: S310 - the URL is our own loopback address from the run file
-        f"{info['url']}{path}",
-        data=body,
-        headers={
-            "Authorization": f"Bearer {token.decode()}",
-            "Content-Type": "application/json",
-            "X-Beacon-Actor": "admin-cli",
-        },
-        method=method,
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=300) as resp:  # noqa: S310
-            return ProxyAnswer(resp.read(), dict(resp.headers.items()))
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()
+    def __init__(self, settings: Settings) -> None:
+        self.address = parse_admin_listen(settings.server.admin_listen, settings.data_dir)
+        self.token = load_or_create_secret(settings.server.admin_token, settings.data_dir / "admin_token")
+
+    def call(self, method: str, path: str, body: bytes | None) -> ProxyAnswer:
+        import httpx
+
+        if self.address.path is not None:
+            transport = httpx.HTTPTransport(uds=str(self.address.path))
+            base = "http://admin"
+        else:
+            transport, base = httpx.HTTPTransport(), str(self.address)
+        headers = {"Authorization": f"Bearer {self.token.decode()}", "Content-Type": "application/json"}
         try:
-            message = orjson.loads(detail).get("error", detail.decode())
-        except orjson.JSONDecodeError:
-            message = detail.decode("utf-8", "replace")
-        raise SinkError(str(message)) from None
-    except (urllib.error.URLError, OSError):
-        return None
+            with httpx.Client(transport=transport, base_url=base, timeout=300) as client:
+                resp = client.request(method, path, content=body, headers=headers)
+        except httpx.TransportError:
+            raise SinkError(
+                f"a proxy is running on this data directory, but its admin listener ({self.address}) "
+                "does not answer"
+            ) from None
+        if resp.status_code >= 400:
+            try:
+                message = orjson.loads(resp.content).get("error", resp.text)
+            except (orjson.JSONDecodeError, AttributeError):
+                message = resp.text
+            raise SinkError(str(message))
+        return ProxyAnswer(resp.content, dict(resp.headers.items()))
+
+
+@contextlib.contextmanager
+def _proxy_or_store(settings: Settings) -> Iterator[AdminClient | None]:
+    """An admin client while a proxy serves this data directory with the embedded store (chDB lets one
+    process open it); otherwise None, and the caller opens the store itself: for the embedded store
+    with the data directory locked meanwhile, so no proxy starts under it. A remote store is open to
+    every process."""
+    if not settings.clickhouse_dsn.startswith("chdb://"):
+        yield None
+        return
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirLocked:
+        yield AdminClient(settings)
+        return
+    try:
+        yield None
+    finally:
+        lock.release()
 
 
 def _open_sink(settings: Settings) -> ClickHouseSink:
@@ -173,15 +228,15 @@ def cmd_query(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging("warning")
     try:
-        answer = _via_proxy(settings, "POST", "/admin/query", args.sql.encode())
-        if answer is not None:
-            data = answer.data
-        else:
-            sink = _open_sink(settings)
-            try:
-                data = sink.query_json(args.sql)
-            finally:
-                sink.close()
+        with _proxy_or_store(settings) as admin:
+            if admin is not None:
+                data = admin.call("POST", "/admin/query", args.sql.encode()).data
+            else:
+                sink = _open_sink(settings)
+                try:
+                    data = sink.query_json(args.sql)
+                finally:
+                    sink.close()
     except SinkError as exc:
         print(f"query failed: {exc}", file=sys.stderr)
         return 1
@@ -224,15 +279,18 @@ def cmd_subject(args: argparse.Namespace) -> int:
     kind, value = ("client_id", args.client_id) if args.client_id is not None else ("user_id", args.user_id)
     body = orjson.dumps({"site": args.site, kind: value, "format": args.format})
     try:
-        answer = _via_proxy(settings, "POST", f"/admin/subjects/{args.action}", body)
-        if answer is None:
-            data = _subject_direct(settings, args, kind, value)
-        elif args.action == "export" and args.format == "csv":
-            if "X-Beacon-Note" in answer.headers:
-                print(answer.headers["X-Beacon-Note"], file=sys.stderr)
-            data = answer.data
-        else:
-            data = orjson.dumps(orjson.loads(answer.data), option=orjson.OPT_INDENT_2) + b"\n"
+        with _proxy_or_store(settings) as admin:
+            if admin is None:
+                data = _subject_direct(settings, args, kind, value)
+            else:
+                answer = admin.call("POST", f"/admin/subjects/{args.action}", body)
+                if args.action == "export" and args.format == "csv":
+                    note = answer.headers.get("x-beacon-note")
+                    if note:
+                        print(note, file=sys.stderr)
+                    data = answer.data
+                else:
+                    data = orjson.dumps(orjson.loads(answer.data), option=orjson.OPT_INDENT_2) + b"\n"
     except (SinkError, SubjectError, SubjectUnavailable) as exc:
         print(f"subject {args.action} failed: {exc}", file=sys.stderr)
         return 1
@@ -245,15 +303,15 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging("warning")
     try:
-        answer = _via_proxy(settings, "GET", "/admin/inventory", None)
-        if answer is not None:
-            inventory = orjson.loads(answer.data)
-        else:
-            sink = _open_sink(settings)
-            try:
-                inventory = build_inventory(sink.columns(), settings.clickhouse)
-            finally:
-                sink.close()
+        with _proxy_or_store(settings) as admin:
+            if admin is not None:
+                inventory = orjson.loads(admin.call("GET", "/admin/inventory", None).data)
+            else:
+                sink = _open_sink(settings)
+                try:
+                    inventory = build_inventory(sink.columns(), settings.clickhouse)
+                finally:
+                    sink.close()
     except (SinkError, InventoryError) as exc:
         print(f"inventory failed: {exc}", file=sys.stderr)
         return 1
@@ -308,11 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    umask = os.umask(0o077)  # every file and directory the proxy (and its store) creates: this user's only
     try:
         result: int = args.func(args)
-    except SettingsError as exc:
+    except (SettingsError, AdminListenError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        os.umask(umask)
     return result
 
 

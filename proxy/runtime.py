@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from config.settings import Settings
+from proxy.admin_listener import AdminAddress, parse_admin_listen
 from proxy.background import JobState
 from proxy.geo import GeoLookup, find_databases
 from proxy.keys import DailySalt, SiteKeys, load_or_create_secret
@@ -62,6 +63,7 @@ class Runtime:
     subjects: SubjectService | None  # None in a worker, or when the sink is not ClickHouse
     role: Role = "single"
     jobs: list[JobState] = field(default_factory=list)  # the app's periodic tasks (proxy/app.py)
+    admin_address: AdminAddress = field(default_factory=AdminAddress)
 
     def background(self) -> list[JobState]:
         """Every background job of this process: the spool writer, the shipper, the periodic tasks."""
@@ -179,6 +181,7 @@ def build_runtime(
         None,
         role,
     )
+    rt.admin_address = parse_admin_listen(settings.server.admin_listen, data)
     if isinstance(sink, ClickHouseSink):
         rt.subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, rt.flush)
     return rt

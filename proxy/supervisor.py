@@ -15,13 +15,16 @@ workers go on accepting into their spool segments.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
@@ -34,6 +37,7 @@ RESTART_DELAY_SECONDS = 1.0
 QUICK_EXIT_SECONDS = 10.0  # a worker that exits sooner than this after its start "failed to start"
 MAX_QUICK_EXITS = 3
 POLL_SECONDS = 0.2
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -52,15 +56,38 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(sock: socket.socket, options: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a spawned worker gets besides its socket: its parent's pid, to exit with it, and the data
+    directory's lock (an inherited descriptor it keeps open until it exits; see proxy.datalock)."""
+
+    parent_pid: int
+    lock: object | None = None
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Have the kernel send this process SIGTERM (a graceful stop) when its parent dies, so a worker of
+    a supervisor killed with ``kill -9`` never keeps serving unsupervised. Linux only; elsewhere the
+    parent's own shutdown is the only stop."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("cannot ask to be stopped with the parent process on this system")
+    if os.getppid() != parent_pid:  # it died before we asked
+        raise SystemExit(0)
+
+
+def serve_worker(sock: socket.socket, options: dict[str, Any], context: WorkerContext) -> None:
     """The body of a worker process (spawned): the ingesting app, on its own socket."""
     import uvicorn
 
+    exit_with_parent(context.parent_pid)
     config = uvicorn.Config("proxy.worker:create_from_environment", factory=True, **options)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-Target = Callable[[socket.socket, dict[str, Any]], None]
+Target = Callable[[socket.socket, dict[str, Any], WorkerContext], None]
 
 
 class Supervisor:
@@ -72,6 +99,7 @@ class Supervisor:
         options: dict[str, Any],
         grace_seconds: float,
         target: Target = serve_worker,
+        lock: object | None = None,
     ) -> None:
         self.count = count
         self.host = host
@@ -79,6 +107,7 @@ class Supervisor:
         self.options = options
         self.grace_seconds = grace_seconds
         self.target = target  # a module-level function: it is pickled into a spawned interpreter
+        self.lock = lock  # the data directory's lock, handed to every worker
         self._stop = False
         self._context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked store state
 
@@ -86,7 +115,8 @@ class Supervisor:
         self._stop = True
 
     def _start(self, sock: socket.socket) -> tuple[BaseProcess, float]:
-        process = self._context.Process(target=self.target, args=(sock, self.options), daemon=False)
+        context = WorkerContext(os.getpid(), self.lock)
+        process = self._context.Process(target=self.target, args=(sock, self.options, context), daemon=False)
         process.start()
         log.info("worker process %s started", process.pid)
         return process, time.monotonic()
@@ -117,9 +147,13 @@ class Supervisor:
                     time.sleep(RESTART_DELAY_SECONDS)
                     workers[i] = self._start(sockets[i])
         finally:
-            self._shutdown([process for process, _ in workers])
+            # Our copies of the listening sockets first: while one is open the kernel keeps completing
+            # connections into its queue, which nobody would accept once the worker stops (they would
+            # be reset after the client sent its request). Closed here, each socket closes for good
+            # when its worker closes its own copy at the start of its graceful stop.
             for sock in sockets:
                 sock.close()
+            self._shutdown([process for process, _ in workers])
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status
@@ -143,8 +177,11 @@ class PrimaryProcess:
     """The primary of ``serve --workers N``: started, watched (and started again when it dies), stopped
     last, after the workers sealed their segments, with time to ship them."""
 
-    def __init__(self, cmd: Sequence[str], socket_path: Path, stop_seconds: float) -> None:
+    def __init__(
+        self, cmd: Sequence[str], socket_path: Path, stop_seconds: float, pass_fds: Sequence[int] = ()
+    ) -> None:
         self.cmd = list(cmd)
+        self.pass_fds = tuple(pass_fds)  # the data directory's lock, kept open by the primary
         self.socket_path = socket_path
         self.stop_seconds = stop_seconds
         self.process: subprocess.Popen[bytes] | None = None
@@ -158,6 +195,7 @@ class PrimaryProcess:
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             self.cmd,
             start_new_session=True,  # stopped by us, after the workers: see proxy.worker.create_primary_app
+            pass_fds=self.pass_fds,
         )
         deadline = time.monotonic() + timeout
         transport = httpx.HTTPTransport(uds=str(self.socket_path))

@@ -1,9 +1,10 @@
 """Worker processes for ``beaconproxy serve --workers N``.
 
 chDB lets one process open a data directory, so with several workers one *primary* process owns the
-store: it runs the shipper, the admin API and subject requests, listening on a unix socket in
-``<data_dir>/run``. Each worker ingests on the public port into its own spool segments (the primary's
-shipper drains them all), forwards what needs the store to the primary, re-reads the suppression list
+store: it runs the shipper, subject requests and the admin listener (``server.admin_listen``), and
+listens on an internal unix socket in ``<data_dir>/run`` for what workers forward. Each worker ingests
+on the public port into its own spool segments (the primary's shipper drains them all), forwards
+consent withdrawals (and ``/metrics``) to the primary, re-reads the suppression list
 the primary keeps in ``<data_dir>/suppressions.json``, and leaves its counters in
 ``<data_dir>/run/metrics/<pid>.json`` for the primary's ``/metrics`` to add up.
 """
@@ -30,14 +31,8 @@ from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
 
 log = logging.getLogger("beaconproxy")
 
-FORWARDED_PATHS = (
-    ("/v1/consent/withdraw", ["POST"]),
-    ("/metrics", ["GET"]),
-    ("/admin/query", ["POST"]),
-    ("/admin/stats", ["GET"]),
-    ("/admin/inventory", ["GET"]),
-    ("/admin/subjects/{action}", ["POST"]),
-)
+# What a worker passes to the primary (the admin API is served by the primary's admin listener only).
+FORWARDED_PATHS = (("/v1/consent/withdraw", ["POST"]),)
 # Headers that describe one hop, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
@@ -104,7 +99,10 @@ def create_worker_app(settings: Settings) -> Starlette:
     async def forward(request: Request) -> Response:  # a function: Starlette treats objects as ASGI apps
         return await forwarder(request)
 
-    routes = [Route(path, forward, methods=methods) for path, methods in FORWARDED_PATHS]
+    forwarded = [*FORWARDED_PATHS]
+    if settings.server.metrics_listener == "public":
+        forwarded.append(("/metrics", ["GET"]))  # every worker's counters are added up by the primary
+    routes = [Route(path, forward, methods=methods) for path, methods in forwarded]
     return create_app(
         settings,
         role="worker",
@@ -128,7 +126,9 @@ def create_primary_app(settings: Settings, parent: int) -> Starlette:
             log.warning("the serving process is gone; shutting down")
             os.kill(os.getpid(), signal.SIGTERM)
 
-    return create_app(settings, role="primary", background=[Periodic("parent_watch", 1.0, watch_parent)])
+    return create_app(
+        settings, role="primary", background=[Periodic("parent_watch", 1.0, watch_parent)], admin=True
+    )
 
 
 def create_from_environment() -> Starlette:

@@ -122,3 +122,13 @@ def stored_text(ch: Client, database: str) -> str:
     """The whole table as text (every column of every row), for leak searches."""
     raw = ch.raw_query(f"SELECT * FROM {database}.events", fmt="TabSeparatedWithNames")
     return bytes(raw).decode()
+
+
+def admin(app_client: TestClient) -> TestClient:
+    """A client of the app's admin listener (served on its own socket by ``serve``; reached here in
+    process, on the same runtime)."""
+    app: Any = app_client.app
+    if not hasattr(app.state, "admin_test_client"):
+        app.state.admin_test_client = TestClient(app.state.admin_app, client=("uid=0", 4242))
+    client: TestClient = app.state.admin_test_client
+    return client

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from config.settings import Settings
 from proxy.app import create_app
 from proxy.http import GIF
-from tests.conftest import CHROME_UA, stored_rows
+from tests.conftest import CHROME_UA, admin, stored_rows
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
 
@@ -236,24 +236,26 @@ def test_health(client: TestClient) -> None:
 
 def test_admin_endpoints_need_the_token(client: TestClient, settings: Settings) -> None:
     token = (settings.data_dir / "admin_token").read_text().strip()
-    assert client.post("/admin/query", content=b"SELECT 1").status_code == 401
-    bad = client.post("/admin/query", content=b"SELECT 1", headers={"Authorization": "Bearer nope"})
+    assert admin(client).post("/admin/query", content=b"SELECT 1").status_code == 401
+    bad = admin(client).post("/admin/query", content=b"SELECT 1", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 403
-    ok = client.post("/admin/query", content=b"SELECT 1 AS one", headers={"Authorization": f"Bearer {token}"})
+    ok = admin(client).post(
+        "/admin/query", content=b"SELECT 1 AS one", headers={"Authorization": f"Bearer {token}"}
+    )
     assert ok.status_code == 200
     assert ok.text.strip() == '{"one":1}'
-    assert client.get("/admin/stats").status_code == 401
-    assert client.get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert admin(client).get("/admin/stats").status_code == 401
+    assert admin(client).get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_admin_query_is_read_only(client: TestClient, settings: Settings, database: str) -> None:
     token = (settings.data_dir / "admin_token").read_text().strip()
     auth = {"Authorization": f"Bearer {token}"}
     for sql in (f"DROP TABLE {database}.events", f"INSERT INTO {database}.events (site) VALUES ('x')"):
-        r = client.post("/admin/query", content=sql.encode(), headers=auth)
+        r = admin(client).post("/admin/query", content=sql.encode(), headers=auth)
         assert r.status_code == 400
         assert "readonly" in r.json()["error"].lower()
-    r = client.post(
+    r = admin(client).post(
         "/admin/query", content=f"SELECT count() AS n FROM {database}.events".encode(), headers=auth
     )
     assert orjson.loads(r.content) == {"n": 0}

@@ -146,7 +146,7 @@ def test_serve_post_query_stop_query(server: subprocess.Popen[str], env: dict[st
     entries = [orjson.loads(line) for line in log.splitlines() if line.strip()]  # JSON lines, all of them
     assert {"ts", "level", "logger", "msg"} <= set(entries[0])
     assert "203.0.113.77" not in log
-    assert not (Path(env["BEACONPROXY_DATA_DIR"]) / "run" / "proxy.json").exists()
+    assert not (Path(env["BEACONPROXY_DATA_DIR"]) / "run" / "admin.sock").exists()
 
     stopped = cli("query", sql, env=env)  # opens the embedded store itself
     assert stopped.returncode == 0, stopped.stderr
@@ -219,7 +219,7 @@ def query_rows(sql: str, env: dict[str, str], want: int, timeout: float = 30) ->
 def stop(server: subprocess.Popen[str], env: dict[str, str]) -> str:
     server.send_signal(signal.SIGTERM)
     assert server.wait(30) in (0, -signal.SIGTERM)
-    assert not (Path(env["BEACONPROXY_DATA_DIR"]) / "run" / "proxy.json").exists()
+    assert not (Path(env["BEACONPROXY_DATA_DIR"]) / "run" / "admin.sock").exists()
     return server.stdout.read() if server.stdout else ""
 
 
@@ -271,12 +271,13 @@ def test_subject_requests_go_through_the_running_proxy_then_open_the_store(
     assert direct["note"] in csv_note.stderr
 
     audit = query_rows("SELECT action, kind, rows, actor FROM audit_log ORDER BY time", env, 8)
+    via_socket = f"admin-socket:uid={os.getuid()}"  # the proxy's admin socket, and who connected to it
     assert [(a["action"], a["kind"], a["rows"], a["actor"]) for a in audit] == [
-        ("export", "client_id", 1, "admin-cli"),  # through the proxy
-        ("export", "client_id", 1, "admin-cli"),
-        ("block", "client_id", 0, "admin-cli"),
-        ("delete", "client_id", 1, "admin-cli"),
-        ("export", "client_id", 0, "admin-cli"),
+        ("export", "client_id", 1, via_socket),  # through the proxy
+        ("export", "client_id", 1, via_socket),
+        ("block", "client_id", 0, via_socket),
+        ("delete", "client_id", 1, via_socket),
+        ("export", "client_id", 0, via_socket),
         ("export", "client_id", 0, "admin-cli"),  # directly on the store
         ("export", "client_id", 1, "admin-cli"),
         ("export", "client_id", 0, "admin-cli"),
@@ -352,3 +353,53 @@ def test_a_cli_block_on_a_remote_store_reaches_the_running_proxy(tmp_path: Path,
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def test_a_second_serve_on_the_same_data_dir_refuses_to_start(
+    server: subprocess.Popen[str], env: dict[str, str]
+) -> None:
+    second = cli("serve", env={**env, "BEACONPROXY_PORT": str(free_port())}, timeout=60)
+    assert second.returncode == 1
+    assert "holds" in second.stderr and f"pid {server.pid}" in second.stderr
+    assert post_event(env["BEACONPROXY_PORT"], {"site": "demo", "url": "https://e.com/"}, "1.2.3.4") == 202
+
+
+def test_every_file_the_proxy_creates_is_private_to_its_user(
+    server: subprocess.Popen[str], env: dict[str, str]
+) -> None:
+    data = Path(env["BEACONPROXY_DATA_DIR"])
+    os.chmod(data, 0o755)  # as a careless install might leave it; serve made it private at start
+    stop(server, env)
+    restarted = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert restarted.poll() is None and time.monotonic() < deadline
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{env['BEACONPROXY_PORT']}/healthz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert (
+            post_event(env["BEACONPROXY_PORT"], {"site": "demo", "url": "https://e.com/p"}, "1.2.3.4") == 202
+        )
+        assert cli("query", "SELECT count() FROM events", env=env).returncode == 0
+        assert data.stat().st_mode & 0o777 == 0o700
+        created = [
+            p for p in data.rglob("*") if "geoip" not in p.relative_to(data).parts
+        ]  # geoip: the test's
+        assert len(created) > 20  # the store, the spool, the secrets, the salts, the sockets
+        # (a symlink's own mode is always 777 and never used: what it points to is checked itself)
+        shared = [
+            str(p.relative_to(data)) for p in created if not p.is_symlink() and p.lstat().st_mode & 0o077
+        ]
+        assert shared == []
+    finally:
+        restarted.terminate()
+        restarted.wait(30)

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from proxy.app import create_app
-from tests.conftest import CHROME_UA, stored_rows, stored_text
+from tests.conftest import CHROME_UA, admin, stored_rows, stored_text
 from tests.proxy.test_consent import Core
 
 UA = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
@@ -125,7 +125,7 @@ def test_opt_out_cookie_drops_everything_and_is_counted(
     assert answer == {"accepted": 0, "dropped": 1}
     assert stored_rows(ch, database, client) == []
     token = (settings.data_dir / "admin_token").read_text().strip()
-    stats = client.get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).json()
+    stats = admin(client).get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).json()
     assert stats["dropped"]["opted_out"] == 1
 
 
@@ -167,7 +167,7 @@ def test_children_audience_can_be_dropped(
         assert post(c, EVENT) == {"accepted": 0, "dropped": 1}
         assert post(c, dict(EVENT, url="https://example.com/")) == {"accepted": 1, "dropped": 0}
         token = (settings.data_dir / "admin_token").read_text().strip()
-        stats = c.get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).json()
+        stats = admin(c).get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).json()
         assert stats["dropped"]["children"] == 1
         assert len(stored_rows(ch, database, c)) == 1
 

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import orjson
 import pytest
 
@@ -181,21 +182,19 @@ class Proxy:
             with urllib.request.urlopen(self.url("/readyz"), timeout=10) as r:
                 return r.status, orjson.loads(r.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, orjson.loads(exc.read())
+            with exc:
+                return exc.code, orjson.loads(exc.read())
 
     def admin(self, method: str, path: str, body: bytes | None = None) -> bytes:
-        req = urllib.request.Request(
-            self.url(path),
-            data=body,
-            headers={"Authorization": f"Bearer {self.admin_token}"},
-            method=method,
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                data: bytes = r.read()
-                return data
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{method} {path}: {exc.code} {exc.read()!r}") from None
+        """A call to the proxy's admin listener (the unix socket in its data directory)."""
+        transport = httpx.HTTPTransport(uds=str(self.data_dir / "run" / "admin.sock"))
+        with httpx.Client(transport=transport, base_url="http://admin", timeout=60) as client:
+            r = client.request(
+                method, path, content=body, headers={"Authorization": f"Bearer {self.admin_token}"}
+            )
+        if r.status_code >= 400:
+            raise AssertionError(f"{method} {path}: {r.status_code} {r.content!r}")
+        return r.content
 
     def stats(self) -> dict[str, Any]:
         doc: dict[str, Any] = orjson.loads(self.admin("GET", "/admin/stats"))

@@ -18,6 +18,7 @@ from config.settings import CONSENT_CATEGORIES, ClickhouseSettings, Settings
 from proxy.app import create_app
 from proxy.inventory import InventoryError, build_inventory, parse_comment
 from sinks.clickhouse import ClickHouseSink
+from tests.conftest import admin
 
 PRECISE = ("latitude", "longitude")
 
@@ -27,7 +28,7 @@ def auth(settings: Settings) -> dict[str, str]:
 
 
 def inventory_of(c: TestClient, settings: Settings) -> dict[str, Any]:
-    r = c.get("/admin/inventory", headers=auth(settings))
+    r = admin(c).get("/admin/inventory", headers=auth(settings))
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -148,15 +149,15 @@ def test_changing_retention_settings_changes_the_inventory_and_the_store(
 
 
 def test_inventory_needs_the_admin_token(client: TestClient) -> None:
-    assert client.get("/admin/inventory").status_code == 401
-    assert client.get("/admin/inventory", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert admin(client).get("/admin/inventory").status_code == 401
+    assert admin(client).get("/admin/inventory", headers={"Authorization": "Bearer wrong"}).status_code == 403
 
 
 def test_a_stored_column_without_an_inventory_comment_fails_the_inventory(
     client: TestClient, settings: Settings, ch: Client, database: str
 ) -> None:
     ch.command(f"ALTER TABLE {database}.events ADD COLUMN undocumented String")
-    r = client.get("/admin/inventory", headers=auth(settings))
+    r = admin(client).get("/admin/inventory", headers=auth(settings))
     assert r.status_code == 500
     assert "events.undocumented" in r.json()["error"]
     sink = client.app.state.rt.sink  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from proxy.app import create_app
-from tests.conftest import CHROME_UA
+from tests.conftest import CHROME_UA, admin
 from tests.proxy.test_privacy import FULL_V4, LEAKY_EVENT, assert_absent, needles
 
 
@@ -62,3 +62,12 @@ def test_metrics_can_require_the_admin_token(make_settings: Callable[..., Settin
         assert c.get("/metrics").status_code == 401
         token = (settings.data_dir / "admin_token").read_text().strip()
         assert c.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_metrics_can_move_to_the_admin_listener(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(server={"metrics_listener": "admin"})
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/metrics").status_code == 404
+        r = admin(c).get("/metrics")
+        assert r.status_code == 200
+        assert "beacon_events_accepted" in r.text

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
 
 from config.settings import Settings
-from tests.conftest import CHROME_UA, stored_rows, stored_text
+from tests.conftest import CHROME_UA, admin, stored_rows, stored_text
 
 FULL_V4 = "203.0.113.77"  # NZ in the test GeoIP database
 FULL_V6 = "2001:db8:1::beef:cafe"  # FR
@@ -129,7 +129,7 @@ def test_nothing_identifying_is_stored_logged_or_spooled(
     assert_absent(caplog.text, needles(client_ip, FULL_V4, FULL_V6), "the logs")
     assert_absent(data_dir_text(settings), needles(client_ip, FULL_V4, FULL_V6), "the data directory")
     token = (settings.data_dir / "admin_token").read_text().strip()
-    stats = c.get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).text
+    stats = admin(c).get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).text
     assert_absent(stats, needles(client_ip, FULL_V4, FULL_V6), "the metrics")
 
 

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from config.settings import Settings
 from proxy.app import create_app
 from proxy.subjects import NOTHING_LINKABLE
-from tests.conftest import CHROME_UA, stored_rows
+from tests.conftest import CHROME_UA, admin, stored_rows
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -63,7 +63,7 @@ def auth(settings: Settings) -> dict[str, str]:
 def subject(
     c: TestClient, settings: Settings, action: str, body: Any, headers: dict[str, str] | None = None
 ) -> Response:
-    return c.post(
+    return admin(c).post(
         f"/admin/subjects/{action}",
         content=orjson.dumps(body),
         headers={**auth(settings), "Content-Type": "application/json", **(headers or {})},
@@ -71,7 +71,7 @@ def subject(
 
 
 def stats(c: TestClient, settings: Settings) -> dict[str, Any]:
-    r = c.get("/admin/stats", headers=auth(settings))
+    r = admin(c).get("/admin/stats", headers=auth(settings))
     assert r.status_code == 200
     result: dict[str, Any] = r.json()
     return result
@@ -470,9 +470,11 @@ def test_every_action_is_audited_by_pseudonym_never_by_identifier(
     demo_x = {"site": "demo", "client_id": X}
     calls: list[tuple[str, dict[str, Any], dict[str, str]]] = [
         ("export", demo_x, {}),
+        # The actor is how the request arrived (the admin socket and the peer's uid, from the kernel):
+        # a header naming another actor changes nothing.
         ("export", {**demo_x, "format": "csv"}, {"X-Beacon-Actor": "admin-cli"}),
         ("block", demo_x, {}),
-        ("unblock", demo_x, {"X-Beacon-Actor": "visitor"}),  # not an admin actor: recorded as admin-http
+        ("unblock", demo_x, {"X-Beacon-Actor": "visitor"}),
         ("export", {"site": "demo", "user_id": U}, {"X-Beacon-Actor": "root; DROP TABLE"}),
         ("delete", {"site": "demo", "user_id": U}, {}),
         ("delete", demo_x, {"X-Beacon-Actor": "admin-cli"}),
@@ -488,18 +490,19 @@ def test_every_action_is_audited_by_pseudonym_never_by_identifier(
     assert w.json() == {"withdrawn": True, "deleted": 1}
     # refused requests leave no audit row
     assert subject(client, settings, "export", {"site": "nope", "client_id": X}).status_code == 400
-    assert client.post("/admin/subjects/delete", json=demo_x).status_code == 401
+    assert admin(client).post("/admin/subjects/delete", json=demo_x).status_code == 401
 
     audit = table_rows(ch, database, "audit_log", order="time")
     got = [(a["action"], a["site"], a["kind"], a["rows"], a["actor"]) for a in audit]
+    sock = "admin-socket:uid=0"  # the test client's peer (see tests.conftest.admin)
     assert got == [
-        ("export", "demo", "client_id", 2, "admin-http"),
-        ("export", "demo", "client_id", 2, "admin-cli"),
-        ("block", "demo", "client_id", 0, "admin-http"),
-        ("unblock", "demo", "client_id", 0, "admin-http"),
-        ("export", "demo", "user_id", 1, "admin-http"),
-        ("delete", "demo", "user_id", 1, "admin-http"),
-        ("delete", "demo", "client_id", 2, "admin-cli"),
+        ("export", "demo", "client_id", 2, sock),
+        ("export", "demo", "client_id", 2, sock),
+        ("block", "demo", "client_id", 0, sock),
+        ("unblock", "demo", "client_id", 0, sock),
+        ("export", "demo", "user_id", 1, sock),
+        ("delete", "demo", "user_id", 1, sock),
+        ("delete", "demo", "client_id", 2, sock),
         ("withdraw", "demo", "client_id", 1, "visitor"),
     ]
     x_pseudonym = pseudonyms[0]
@@ -523,14 +526,14 @@ def test_subject_endpoints_need_the_admin_token(
     post(client, ev("/x", client_id=X))
     body = orjson.dumps({"site": "demo", "client_id": X})
     path = f"/admin/subjects/{action}"
-    missing = client.post(path, content=body)
+    missing = admin(client).post(path, content=body)
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
     assert_no_raw(missing.text, "the error")
-    wrong = client.post(path, content=body, headers={"Authorization": "Bearer wrong-token"})
+    wrong = admin(client).post(path, content=body, headers={"Authorization": "Bearer wrong-token"})
     assert wrong.status_code == 403
     assert_no_raw(wrong.text, "the error")
-    basic = client.post(path, content=body, headers={"Authorization": f"Basic {token_of(settings)}"})
+    basic = admin(client).post(path, content=body, headers={"Authorization": f"Basic {token_of(settings)}"})
     assert basic.status_code == 401  # the right secret under another scheme is no bearer token
     # nothing happened: the row is there, unblocked, and nothing was audited
     assert len(stored_rows(ch, database, client)) == 1
@@ -557,7 +560,7 @@ def test_bad_subject_bodies_are_400_without_echoing_the_identifier(
     client: TestClient, settings: Settings, ch: Client, database: str, body: bytes, status: int
 ) -> None:
     for action in ("export", "delete", "block"):
-        r = client.post(f"/admin/subjects/{action}", content=body, headers=auth(settings))
+        r = admin(client).post(f"/admin/subjects/{action}", content=body, headers=auth(settings))
         assert r.status_code == status, (action, r.text)
         assert r.json()["error"]
         assert_no_raw(r.text, "the error")
@@ -568,13 +571,17 @@ def test_unknown_action_is_404_and_wrong_method_405(client: TestClient, settings
     r = subject(client, settings, "purge", {"site": "demo", "client_id": X})
     assert r.status_code == 404
     assert "export, delete, block or unblock" in r.json()["error"]
-    assert client.post("/admin/subjects/purge", json={"site": "demo", "client_id": X}).status_code == 401
-    assert client.get("/admin/subjects/export", headers=auth(settings)).status_code == 405
+    assert (
+        admin(client).post("/admin/subjects/purge", json={"site": "demo", "client_id": X}).status_code == 401
+    )
+    assert admin(client).get("/admin/subjects/export", headers=auth(settings)).status_code == 405
 
 
 def test_oversized_subject_body_is_413(client: TestClient, settings: Settings) -> None:
     big = orjson.dumps({"site": "demo", "client_id": X, "pad": "x" * 8000})
-    assert client.post("/admin/subjects/export", content=big, headers=auth(settings)).status_code == 413
+    assert (
+        admin(client).post("/admin/subjects/export", content=big, headers=auth(settings)).status_code == 413
+    )
 
 
 def test_unknown_export_format_is_400(client: TestClient, settings: Settings) -> None:

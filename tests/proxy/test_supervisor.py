@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from proxy import supervisor
-from proxy.supervisor import Supervisor, reuseport_socket
+from proxy.supervisor import Supervisor, WorkerContext, reuseport_socket
 
 
 def free_port() -> int:
@@ -46,11 +46,11 @@ def test_a_port_in_use_without_reuseport_fails_before_any_worker_starts() -> Non
 # Targets run in spawned interpreters: module-level, and they talk back through files.
 
 
-def exit_at_once(sock: socket.socket, options: dict[str, Any]) -> None:
+def exit_at_once(sock: socket.socket, options: dict[str, Any], context: WorkerContext) -> None:
     Path(options["marker"]).joinpath(f"{os.getpid()}").touch()
 
 
-def record_and_wait(sock: socket.socket, options: dict[str, Any]) -> None:
+def record_and_wait(sock: socket.socket, options: dict[str, Any], context: WorkerContext) -> None:
     marker = Path(options["marker"])
     marker.joinpath(f"{os.getpid()}-{sock.getsockname()[1]}").touch()
     stopped = threading.Event()

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from config.settings import Settings
 from proxy.app import create_app
 from proxy.ingest import GIF
-from tests.conftest import CHROME_UA, stored_rows
+from tests.conftest import CHROME_UA, admin, stored_rows
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
 X = "cid-RAW-X-5e1f"
@@ -40,7 +40,7 @@ def auth(settings: Settings) -> dict[str, str]:
 
 
 def dropped_stats(c: TestClient, settings: Settings) -> dict[str, int]:
-    r = c.get("/admin/stats", headers=auth(settings))
+    r = admin(c).get("/admin/stats", headers=auth(settings))
     assert r.status_code == 200
     result: dict[str, int] = r.json()["dropped"]
     return result

@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -90,7 +92,7 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
             pool.map(lambda n: post(port, {"site": "demo", "url": f"https://e.com/{n}"}), range(200))
         )
     assert statuses == [202] * 200
-    eventually(lambda: count(environ) == 200)  # queried through a worker, answered by the primary
+    eventually(lambda: count(environ) == 200)  # queried through the primary's admin listener
 
     def metric(name: str) -> float:
         for line in get(port, "/metrics").decode().splitlines():
@@ -105,15 +107,20 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
     ]
     assert len(snapshots) == 2
     assert all(s["accepted"] > 0 for s in snapshots), "one worker took no traffic"
-    token = (Path(environ["BEACONPROXY_DATA_DIR"]) / "admin_token").read_text().strip()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/admin/stats", headers={"Authorization": f"Bearer {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as r:
-        stats = orjson.loads(r.read())
-    assert stats["accepted"] == 200  # /admin/stats adds up the workers' counters too
+    data_dir = Path(environ["BEACONPROXY_DATA_DIR"])
+    token = (data_dir / "admin_token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    public = urllib.request.Request(f"http://127.0.0.1:{port}/admin/stats", headers=auth)
+    with pytest.raises(urllib.error.HTTPError) as not_here:
+        urllib.request.urlopen(public, timeout=30)
+    not_here.value.close()
+    assert not_here.value.code == 404  # the admin API is not on the public port, not even via a worker
+    transport = httpx.HTTPTransport(uds=str(data_dir / "run" / "admin.sock"))
+    with httpx.Client(transport=transport, base_url="http://admin", timeout=30) as admin:
+        stats = admin.get("/admin/stats", headers=auth).json()
+    assert stats["accepted"] == 200  # the primary's admin listener adds up the workers' counters too
 
-    # A block made through the admin API (forwarded to the primary) reaches both workers.
+    # A block made through the admin API (the primary's admin socket) reaches both workers.
     blocked = cli("subject", "block", "--site", "demo", "--client-id", "w-raw-1", env=environ)
     assert blocked.returncode == 0, blocked.stderr
     time.sleep(1)

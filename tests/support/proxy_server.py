@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,15 +46,22 @@ class RunningProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_socket(self) -> Path:
+        return self.data_dir / "run" / "admin.sock"
+
+    def admin(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
+        """A call to the proxy's admin listener (its unix socket)."""
+        transport = httpx.HTTPTransport(uds=str(self.admin_socket))
+        with httpx.Client(transport=transport, base_url="http://admin", timeout=30) as client:
+            return client.request(
+                method, path, content=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+
     def query(self, sql: str) -> list[dict[str, Any]]:
-        req = urllib.request.Request(
-            f"{self.url}/admin/query",
-            data=sql.encode(),
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            method="POST",
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return [orjson.loads(line) for line in r.read().splitlines() if line]
+        r = self.admin("POST", "/admin/query", sql.encode())
+        r.raise_for_status()
+        return [orjson.loads(line) for line in r.content.splitlines() if line]
 
     def rows(self, where: str = "1", want: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
         """Rows of ``beacon.events`` matching ``where``, polled until ``want`` are visible (rows land in
