@@ -93,7 +93,7 @@ CREATE TABLE IF NOT EXISTS {database}.audit_log
     kind      LowCardinality(String) COMMENT 'client_id or user_id | source: admin or visitor | consent: none',
     pseudonym String COMMENT 'keyed pseudonym of the subject (current key) | source: server | consent: none',
     rows      UInt64 COMMENT 'rows exported or deleted | source: server | consent: none',
-    actor     LowCardinality(String) COMMENT 'admin-cli, admin-http or visitor | source: server | consent: none'
+    actor     LowCardinality(String) COMMENT 'how the request arrived: admin-socket:uid=N, admin-http, admin-cli or visitor | source: server | consent: none'
 )
 ENGINE = MergeTree
 ORDER BY (site, time)
