@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import clickhouse_connect
 import orjson
@@ -20,6 +20,9 @@ from starlette.testclient import TestClient
 from config.settings import Settings, load_settings
 from proxy.app import create_app
 from tests.support.mmdb import write_dbip_flat
+
+if TYPE_CHECKING:
+    from tests.support.serve import Processes
 
 CHROME_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -132,3 +135,15 @@ def admin(app_client: TestClient) -> TestClient:
         app.state.admin_test_client = TestClient(app.state.admin_app, client=("uid=0", 4242))
     client: TestClient = app.state.admin_test_client
     return client
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Every subprocess a test starts (tests.support.serve), killed at teardown whatever happened."""
+    from tests.support.serve import Processes  # it imports this module
+
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.cleanup()
