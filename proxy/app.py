@@ -85,11 +85,17 @@ async def readyz(request: Request) -> Response:
         "sink_healthy": rt.sink.healthy() and shipping if rt.sink is not None else None,
         "background": {job.name: job.snapshot() for job in rt.background()},
     }
+    ready = spool_ok and not down
+    if rt.upstream_ready is not None:  # a worker: its events ship only while the primary is ready
+        primary_ok, primary = await rt.upstream_ready()
+        body["primary"] = primary
+        ready = ready and primary_ok
+    body["status"] = "ready" if ready else "not ready"
     if refusal is not None:
         body["refusing"] = refusal
     if down:
         body["down"] = down
-    return json_response(200 if spool_ok and not down else 503, body)
+    return json_response(200 if ready else 503, body)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ import gc
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,8 @@ class Runtime:
     role: Role = "single"
     jobs: list[JobState] = field(default_factory=list)  # the app's periodic tasks (proxy/app.py)
     admin_address: AdminAddress = field(default_factory=AdminAddress)
+    # In a worker: the primary's readiness (its shipper is what ships this worker's events).
+    upstream_ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None
 
     def background(self) -> list[JobState]:
         """Every background job of this process: the spool writer, the shipper, the periodic tasks."""

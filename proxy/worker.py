@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ HOP_BY_HOP = frozenset(
 )
 MAX_FORWARD_BYTES = 1024 * 1024
 SNAPSHOT_SECONDS = 1.0
+PRIMARY_READY_TIMEOUT = 2.0
 
 
 def primary_socket(settings: Settings) -> Path:
@@ -52,6 +54,16 @@ class Forwarder:
         self.client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(socket)), base_url="http://primary", timeout=300
         )
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """The primary's /readyz, summarised: (ready, what it says); unreachable is not ready."""
+        try:
+            answer = await self.client.get("/readyz", timeout=PRIMARY_READY_TIMEOUT)
+            body = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return False, {"status": "unreachable", "error": type(exc).__name__}
+        summary = {k: body.get(k) for k in ("status", "sink_healthy", "down", "refusing") if k in body}
+        return answer.status_code == 200, summary
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -103,7 +115,7 @@ def create_worker_app(settings: Settings) -> Starlette:
     if settings.server.metrics_listener == "public":
         forwarded.append(("/metrics", ["GET"]))  # every worker's counters are added up by the primary
     routes = [Route(path, forward, methods=methods) for path, methods in forwarded]
-    return create_app(
+    app = create_app(
         settings,
         role="worker",
         extra_routes=routes,
@@ -114,6 +126,8 @@ def create_worker_app(settings: Settings) -> Starlette:
             ),
         ],
     )
+    app.state.rt.upstream_ready = forwarder.readiness
+    return app
 
 
 def create_primary_app(settings: Settings, parent: int) -> Starlette:

@@ -197,12 +197,25 @@ def test_a_killed_primary_is_started_again_and_nothing_accepted_is_lost(
         assert post(port, {"site": "demo", "url": f"https://e.com/before{n}"}) == 202
     first = _primary_pid(data_dir)
     assert first is not None
+    assert readyz(port) == (200, "ready")  # a worker is ready while the primary (which ships) is
     os.kill(first, signal.SIGKILL)
     for n in range(20):  # the workers keep accepting into their spool segments meanwhile
         assert post(port, {"site": "demo", "url": f"https://e.com/during{n}"}) == 202
+    assert readyz(port)[0] == 503  # ...but say that nothing ships until it is back
     eventually(lambda: (pid := _primary_pid(data_dir)) is not None and pid != first, 120)
     eventually(lambda: _count_or_none(environ) == 40, 120)
+    eventually(lambda: readyz(port) == (200, "ready"), 60)
     assert proc.poll() is None
+
+
+def readyz(port: str) -> tuple[int, str]:
+    """A worker's /readyz: its status and what it says of the primary."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=30) as r:
+            return r.status, orjson.loads(r.read())["primary"]["status"]
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, orjson.loads(exc.read())["primary"]["status"]
 
 
 def _count_or_none(environ: dict[str, str]) -> int | None:
