@@ -67,7 +67,7 @@ async def readyz(request: Request) -> Response:
     """Ready while the spool accepts events (below its limit); the sink's state is reported."""
     rt: Runtime = request.app.state.rt
     used, limit = rt.spool.bytes_used(), rt.settings.spool.max_bytes
-    spool_ok = rt.spool.state == "running" and used < limit and not rt.spool_refused
+    spool_ok = rt.ready(used)
     stats = rt.reader.stats()
     body = {
         "status": "ready" if spool_ok else "not ready",

@@ -509,11 +509,9 @@ class Pipeline:
                         out.dropped[result.reason] += 1
                     else:
                         out.events.append(result.event)
-        m = s.metrics
-        m.accepted += len(out.events)
-        for event in out.events:  # events only reach here for configured sites
-            m.accepted_by_site[event.site] += 1
-        m.dropped.update(out.dropped)
+        # Accepted events are counted by the caller once they are in the spool (a refused append is no
+        # acceptance); drops are final here.
+        s.metrics.dropped.update(out.dropped)
         return out
 
     def count_received(self, endpoint: str, beacons: Sequence[Beacon | EventError]) -> None:

@@ -73,12 +73,25 @@ class Runtime:
         return self.shipper.wait_idle(timeout)
 
     def counters(self) -> Metrics:
-        """This process's counters; in the primary, plus the snapshots its workers leave."""
+        """A total of this process's counters; in the primary, plus the snapshots its workers leave."""
         snapshots = metrics_dir(self.settings) if self.role == "primary" else None
         return self.metrics.with_snapshots(snapshots)
 
+    def ready(self, bytes_used: int | None = None) -> bool:
+        """Ready while the spool accepts events: running, below its limit, and the last append fitted."""
+        used = self.spool.bytes_used() if bytes_used is None else bytes_used
+        limit = self.settings.spool.max_bytes
+        return self.spool.state == "running" and used < limit and not self.spool_refused
+
     def spool_stats(self) -> dict[str, Any]:
-        return {**vars(self.reader.stats()), "bytes_used": self.spool.bytes_used(), "state": self.spool.state}
+        used = self.spool.bytes_used()
+        return {
+            **vars(self.reader.stats()),
+            "bytes_used": used,
+            "max_bytes": self.settings.spool.max_bytes,
+            "state": self.spool.state,
+            "ready": self.ready(used),
+        }
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"spool": self.spool_stats()}
