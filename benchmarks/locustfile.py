@@ -585,6 +585,11 @@ def on_init(environment: Environment, **_: Any) -> None:
     if not _is_worker(environment) and opts.request_rate > 0:
         # Workers get the per-user rate from the master's options (sent with each spawn).
         opts.user_rate = opts.request_rate / max(1, opts.num_users or 1)
+    if not _is_worker(environment) and opts.headless and not opts.no_reconcile:
+        # The counters before the run, once the proxy has shipped what it had; read now, as waiting
+        # for that at the test's start would eat into --run-time.
+        source = reconcile.Source.from_options(environment.host or "", opts.metrics_urls, opts.admin_token)
+        _state["early_before"] = (source, reconcile.take_before(source))
 
 
 @events.test_start.add_listener
@@ -596,16 +601,18 @@ def on_test_start(environment: Environment, **_: Any) -> None:
         return
     print(CONFIG.describe(), flush=True)
     opts = environment.parsed_options
+    early = _state.pop("early_before", None)
     _state.clear()
     _state["tallies"] = {}
     if isinstance(environment.runner, MasterRunner):
         _state["workers"] = list(environment.runner.clients.keys())
     if opts.no_reconcile:
         return
-    _state["source"] = reconcile.Source.from_options(
-        environment.host or "", opts.metrics_urls, opts.admin_token
-    )
-    _state["before"] = reconcile.take_before(_state["source"])
+    if early is not None:  # headless: read at start-up
+        _state["source"], _state["before"] = early
+    else:  # a run started from the web UI: read now, without waiting
+        source = reconcile.Source.from_options(environment.host or "", opts.metrics_urls, opts.admin_token)
+        _state["source"], _state["before"] = source, reconcile.take_before(source, wait=0)
 
 
 def collect_worker_tallies(environment: Environment) -> tuple[reconcile.Tally, int]:

@@ -219,10 +219,11 @@ class Before:
     error: str = ""
 
 
-def take_before(source: Source) -> Before:
-    """The counters at the start, once the proxy has shipped what it had (a previous run's events)."""
+def take_before(source: Source, wait: float = START_WAIT_SECONDS) -> Before:
+    """The counters at the start, once the proxy has shipped what it had (a previous run's events),
+    waiting at most ``wait`` seconds for that."""
     try:
-        snap, idle = wait_idle(source, START_WAIT_SECONDS)
+        snap, idle = wait_idle(source, wait)
         if source.admin_token:
             snap.rows = source.count_rows()
         return Before(snap, idle)
