@@ -69,6 +69,7 @@ import reconcile
 from locust import FastHttpUser, between, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
+from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 log = logging.getLogger("beacon.loadtest")
 
@@ -321,6 +322,15 @@ class Visitor(FastHttpUser):
 
     def wait_time(self) -> float:
         return float(self.pace(self))
+
+    def stop(self, force: bool = False) -> bool:
+        """Locust kills a waiting user at once, but gevent delivers the kill a moment later: a user whose
+        wait was just over has by then sent its next request, which the kill cuts off unanswered. So a
+        waiting user is only asked to stop, which it does when its wait ends (within --stop-timeout)."""
+        if not force and self._state == LOCUST_STATE_WAITING:
+            self._state = LOCUST_STATE_STOPPING
+            return False
+        return bool(super().stop(force))
 
     def new_visitor(self) -> None:
         c, rng = self.config, self.rng

@@ -357,10 +357,12 @@ def compare(tally: Tally, before: Snapshot, after: Snapshot, shipped_in_time: bo
         notes.append(f"{refused:,} requests answered unexpectedly: {_reasons(tally.refused)}")
     if unanswered:
         lost = sum(tally.unanswered_events.values())
-        notes.append(
-            f"{unanswered:,} requests without an answer ({lost:,} events): the proxy may or may not "
-            "have taken them"
+        taken = (
+            "the counts match without them, so the proxy did not take them"
+            if all(c.ok for c in checks)
+            else "the proxy may or may not have taken them"
         )
+        notes.append(f"{unanswered:,} requests without an answer ({lost:,} events): {taken}")
     if sent_total == 0:
         notes.append("this run had no event acknowledged")
     if all(c.ok for c in checks) and sent_total:
