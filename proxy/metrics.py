@@ -10,8 +10,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ CLOCK_REASONS = ("unusable", "too_old", "in_future")
 class LatencyHistogram:
     """Cumulative-bucket histogram of seconds, cheap to observe from one thread."""
 
-    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+    BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
     def __init__(self) -> None:
         self.counts = [0] * (len(self.BUCKETS) + 1)
@@ -56,6 +57,28 @@ class LatencyHistogram:
             total += n
             out.append((bound, total))
         return out
+
+
+class RequestHistogram(LatencyHistogram):
+    """Time to answer one ingestion request: finer buckets, as an idle proxy answers in well under a
+    millisecond and the alerting threshold is tens of milliseconds."""
+
+    BUCKETS: tuple[float, ...] = (
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+    )
 
 
 @dataclass
@@ -76,6 +99,16 @@ class Metrics:
     job_failures: Counter[str] = field(default_factory=Counter)
     step_ns: Counter[str] = field(default_factory=Counter)  # summed over sampled runs
     step_runs: Counter[str] = field(default_factory=Counter)
+    # by endpoint (the same closed set as ``received``)
+    request_seconds: defaultdict[str, RequestHistogram] = field(
+        default_factory=lambda: defaultdict(RequestHistogram)
+    )
+    cpu_seconds: float = 0.0  # in a total (``with_snapshots``): the CPU time of every process counted
+
+    def count_accepted(self, events: Sequence[Event]) -> None:
+        self.accepted += len(events)
+        for event in events:  # events are only accepted for configured sites
+            self.accepted_by_site[event.site] += 1
 
     def to_json(self) -> bytes:
         """Every counter, for another process to add up (workers -> primary)."""
@@ -93,16 +126,10 @@ class Metrics:
                 "job_failures": self.job_failures,
                 "step_ns": self.step_ns,
                 "step_runs": self.step_runs,
+                "request_seconds": {e: [h.counts, h.sum] for e, h in self.request_seconds.items()},
+                "cpu_seconds": self.cpu_seconds + time.process_time(),  # this process, all its threads
             }
         )
-
-    def count_accepted(self, events: Iterable[Event]) -> None:
-        """Events the spool has confirmed (their 202 is on its way)."""
-        n = 0
-        for event in events:  # events only get this far for configured sites
-            self.accepted_by_site[event.site] += 1
-            n += 1
-        self.accepted += n
 
     def add(self, data: bytes) -> None:
         """Add another process's counters (from ``to_json``); unreadable data is ignored."""
@@ -120,16 +147,21 @@ class Metrics:
             self.job_failures.update(d.get("job_failures", {}))
             self.step_ns.update(d["step_ns"])
             self.step_runs.update(d["step_runs"])
+            for endpoint, (counts, total) in d.get("request_seconds", {}).items():
+                h = self.request_seconds[endpoint]
+                if len(counts) == len(h.counts):
+                    h.counts = [a + b for a, b in zip(h.counts, counts, strict=True)]
+                    h.sum += total
+            self.cpu_seconds += d.get("cpu_seconds", 0.0)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("a worker's metrics snapshot is unreadable; skipped")
 
     def with_snapshots(self, directory: Path | None) -> Metrics:
-        """These counters plus every worker's snapshot in ``directory`` (the primary adds them up)."""
-        if directory is None:
-            return self
+        """A new total: these counters plus every worker's snapshot in ``directory`` (the primary adds
+        them up), with the CPU time of each process counted."""
         total = Metrics()
         total.add(self.to_json())
-        for path in sorted(directory.glob("*.json")):
+        for path in sorted(directory.glob("*.json")) if directory is not None else ():
             with contextlib.suppress(FileNotFoundError):
                 total.add(path.read_bytes())
         return total
@@ -230,6 +262,15 @@ class RuntimeCollector(Collector):
         for step, runs in sorted(m.step_runs.items()):
             steps.add_metric([step], count_value=runs, sum_value=m.step_ns[step] / 1e9)
         yield steps
+        latency = HistogramMetricFamily(
+            "beacon_request_seconds", "Time to answer an ingestion request, by endpoint", labels=["endpoint"]
+        )
+        for endpoint, h in sorted(m.request_seconds.items()):
+            latency.add_metric([endpoint], h.cumulative(), sum_value=h.sum)
+        yield latency
+        yield CounterMetricFamily(
+            "beacon_cpu_seconds", "CPU time of the proxy's processes (workers included)", value=m.cpu_seconds
+        )
 
         s = self.shipper()
         yield CounterMetricFamily("beacon_events_shipped", "Events inserted into the sink", value=s.rows)
@@ -242,12 +283,18 @@ class RuntimeCollector(Collector):
             "beacon_spool_purged_segments", "Spooled segments deleted past retention", value=s.purged_segments
         )
         yield GaugeMetricFamily("beacon_sink_up", "1 once the sink is started", value=int(s.sink_started))
-        latency = HistogramMetricFamily("beacon_insert_seconds", "Latency of inserts into the sink")
-        latency.add_metric([], s.insert_latency.cumulative(), sum_value=s.insert_latency.sum)
-        yield latency
+        inserts = HistogramMetricFamily("beacon_insert_seconds", "Latency of inserts into the sink")
+        inserts.add_metric([], s.insert_latency.cumulative(), sum_value=s.insert_latency.sum)
+        yield inserts
 
         spool = self.spool()
         yield GaugeMetricFamily("beacon_spool_bytes", "Bytes in the spool", value=spool["bytes_used"])
+        yield GaugeMetricFamily(
+            "beacon_spool_limit_bytes", "spool.max_bytes: from this size on, 503", value=spool["max_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "beacon_ready", "1 while the spool accepts events (what /readyz says)", value=int(spool["ready"])
+        )
         yield GaugeMetricFamily("beacon_spool_segments", "Sealed segments waiting", value=spool["segments"])
         yield GaugeMetricFamily(
             "beacon_spool_oldest_seconds",

@@ -516,7 +516,9 @@ class Pipeline:
                         out.dropped[result.reason] += 1
                     else:
                         out.events.append(result.event)
-        s.metrics.dropped.update(out.dropped)  # accepted events are counted once the spool has them
+        # Accepted events are counted by the caller once they are in the spool (a refused append is no
+        # acceptance); drops are final here.
+        s.metrics.dropped.update(out.dropped)
         return out
 
     def count_received(self, endpoint: str, beacons: Sequence[Beacon | EventError]) -> None:

@@ -96,13 +96,25 @@ class Runtime:
         return self.shipper.wait_idle(timeout)
 
     def counters(self) -> Metrics:
-        """This process's counters; in the primary, plus the snapshots its workers leave."""
+        """A total of this process's counters; in the primary, plus the snapshots its workers leave."""
         snapshots = metrics_dir(self.settings) if self.role == "primary" else None
         self.refresh_job_counters()
         return self.metrics.with_snapshots(snapshots)
 
+    def ready(self) -> bool:
+        """What /readyz says of this process (a worker's also asks its primary): the spool accepts
+        events (see SpoolWriter.refusal) and every vital background job runs."""
+        return self.spool.refusal() is None and not self.vital_jobs_down()
+
     def spool_stats(self) -> dict[str, Any]:
-        return {**vars(self.reader.stats()), "bytes_used": self.spool.bytes_used(), "state": self.spool.state}
+        used = self.spool.bytes_used()
+        return {
+            **vars(self.reader.stats()),
+            "bytes_used": used,
+            "max_bytes": self.settings.spool.max_bytes,
+            "state": self.spool.state,
+            "ready": self.ready(),
+        }
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -17,6 +17,7 @@ from config.settings import Settings
 from proxy.app import create_app
 from proxy.http import GIF
 from tests.conftest import CHROME_UA, admin, stored_rows
+from tests.proxy.test_metrics import samples
 
 H = {"User-Agent": CHROME_UA, "Content-Type": "application/json"}
 
@@ -279,6 +280,9 @@ def test_spool_full_answers_503_with_retry_after_and_recovers(
         assert "spool full" in r.json()["error"]
         assert c.get("/readyz").status_code == 503
         assert 0 < accepted < 5000
+        metrics = samples(c.get("/metrics").text)  # the refused request's events were not accepted
+        assert metrics[("beacon_events_accepted_total", (("site", "demo"),))] == accepted
+        assert metrics[("beacon_ready", ())] == 0
         assert app.state.rt.flush(10)  # storage catches up: every accepted event is shipped
         deadline = time.monotonic() + 10
         while post(c, pageview()).status_code != 202:  # the spool frees its space

@@ -94,6 +94,7 @@ def test_an_unexpected_error_is_a_500_that_quotes_nothing(
         r = client.post("/v1/events", content=EVENT, headers={**H, "X-Forwarded-For": "81.2.69.142"})
     assert r.status_code == 500
     assert r.json() == {"error": "internal error"}
+    assert client.app.state.rt.metrics.rejected_requests[500] == 1  # type: ignore[attr-defined]
     assert "ValueError" in caplog.text and "/v1/events" in caplog.text
     assert "jo@example.com" not in caplog.text and "81.2.69" not in caplog.text
 

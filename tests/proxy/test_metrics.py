@@ -53,6 +53,14 @@ def test_metrics_count_and_leak_nothing(client_factory: Callable[..., TestClient
     assert got[("beacon_insert_seconds_count", ())] >= 1
     assert got[("beacon_sink_up", ())] == 1
     assert ("beacon_spool_bytes", ()) in got
+    assert got[("beacon_spool_limit_bytes", ())] == 1024**3
+    assert got[("beacon_ready", ())] == 1
+    assert got[("beacon_cpu_seconds_total", ())] > 0
+    # every ingestion request answered is timed, in its endpoint's histogram
+    assert got[("beacon_request_seconds_count", (("endpoint", "events"),))] == 2
+    assert got[("beacon_request_seconds_count", (("endpoint", "pixel"),))] == 1
+    inf = got[("beacon_request_seconds_bucket", (("endpoint", "events"), ("le", "+Inf")))]
+    assert inf == 2 and got[("beacon_request_seconds_sum", (("endpoint", "events"),))] > 0
     assert_absent(r.text, [*needles(FULL_V4), "example.com", "nope"], "the metrics")
 
 

@@ -101,6 +101,8 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
         return -1.0
 
     eventually(lambda: metric('beacon_events_accepted_total{site="demo"}') == 200)  # both workers added up
+    assert metric('beacon_request_seconds_count{endpoint="events"}') == 200  # their latencies too
+    assert metric("beacon_cpu_seconds_total") > 0
     snapshots = [
         orjson.loads(p.read_bytes())
         for p in (Path(environ["BEACONPROXY_DATA_DIR"]) / "run/metrics").glob("*.json")
