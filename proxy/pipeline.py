@@ -159,7 +159,12 @@ def drop_opted_out(v: Visit, s: Services) -> Visit | Dropped:
 
 
 def put_client_ip(v: Visit, s: Services) -> Visit | Dropped:
-    v.full_ip = clientip.client_ip(v.info.peer, v.info.forwarded, s.ip_header, s.trusted)
+    """The client address; an IPv6 address that carries the client's IPv4 (6to4, Teredo, NAT64...) is
+    that IPv4 address from here on, for geo, the visitor hash and truncation alike."""
+    ip = clientip.client_ip(v.info.peer, v.info.forwarded, s.ip_header, s.trusted)
+    if ip is not None and len(ip) == 16:
+        ip = clientip.embedded_ipv4(ip) or ip
+    v.full_ip = ip
     v.info.peer = v.info.forwarded = None  # from here on only full_ip holds the address
     return v
 
@@ -189,7 +194,7 @@ def put_visitor_hash(v: Visit, s: Services) -> Visit | Dropped:
 
 def truncate_ip(v: Visit, s: Services) -> Visit | Dropped:
     if v.full_ip is not None:
-        v.ip = clientip.format_ip(clientip.truncate(v.full_ip, s.v4_bits, s.v6_bits))
+        v.ip = clientip.format_ip(clientip.anonymise(v.full_ip, s.v4_bits, s.v6_bits))
     v.full_ip = None
     return v
 
