@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from config.settings import Settings
 from proxy import clientip
@@ -41,6 +40,7 @@ from proxy.keys import DailySalt, SiteKeys, visitor_hash
 from proxy.metrics import Metrics
 from proxy.model import NO_CONSENT, Beacon, Consent, Dropped, DropReason, Event
 from proxy.parse import EventError
+from proxy.paths import normalise_path, url_path
 from proxy.scrub import (
     DEFAULT_CLICK_ID_PARAMS,
     DEFAULT_PROP_KEY_DENYLIST,
@@ -279,19 +279,13 @@ def put_consent(d: Draft, s: Services) -> Draft | Dropped:
     return d
 
 
-def _url_path(url: str) -> str:
-    try:
-        return urlsplit(url).path.rstrip("/")
-    except ValueError:
-        return ""
-
-
 def put_audience(d: Draft, s: Services) -> Draft | Dropped:
-    """A children's audience (whole site or path prefixes) is stored aggregate-only, or dropped."""
+    """A children's audience (whole site or path prefixes) is stored aggregate-only, or dropped. Paths
+    match as the page a browser would load: any spelling of a children's page is one (proxy.paths)."""
     assert d.site is not None
     cfg = d.site.settings
     children = cfg.children_audience or (
-        bool(d.site.children_prefixes) and d.site.is_children_path(_url_path(d.beacon.url))
+        bool(d.site.children_prefixes) and d.site.is_children_path(normalise_path(url_path(d.beacon.url)))
     )
     if children:
         if cfg.children_policy == "drop":

@@ -137,6 +137,10 @@ def test_opt_out_cookie_drops_everything_and_is_counted(
         ({"children_paths": ["/kids"]}, "https://example.com/kids", True),
         ({"children_paths": ["/kids/"]}, "https://example.com/kidsstore/x", False),
         ({"children_paths": ["/kids"]}, "https://example.com/grown-ups", False),
+        # spellings of the same page (issue 14): see tests/proxy/test_paths.py for generated ones
+        ({"children_paths": ["/kids"]}, "https://example.com//KIDS/./x/..;a=1/%67ames", True),
+        ({"children_paths": ["/Kids/"]}, "https://example.com/k%69ds%2Fgames;jsessionid=1", True),
+        ({"children_paths": ["/kids"]}, "https://example.com/kidsfoo", False),
     ],
 )
 def test_children_audience_is_stored_aggregate_only(
