@@ -26,7 +26,7 @@ from proxy.formats import Format, constant_answer, route
 from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.model import Beacon, DropReason
-from proxy.parse import EventError, RequestError, parse_body, parse_pixel
+from proxy.parse import EventError, RequestError, UnreadableEvent, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime
 from proxy.visitor import cors_for_origin, preflight_headers
@@ -117,6 +117,13 @@ async def submit(rt: Runtime, outcome: Outcome) -> None:
         ) from None
 
 
+def _unparsable(exc: Exception, scope: Scope) -> HTTPError:
+    """A parser failing other than by its documented errors is a bug, but what it failed on is input it
+    cannot read: the client gets a 400, the log the failure's type and line (never its text)."""
+    log_internal_error(log, exc, scope["path"])
+    return HTTPError(400, "request could not be parsed")
+
+
 def _errors(outcome: Outcome) -> list[dict[str, Any]]:
     return [{"index": i, "error": m} for i, m in outcome.errors]
 
@@ -128,6 +135,10 @@ async def accept(
     kept (400 all invalid, 404 unknown site, 403 origin), and spool the accepted events."""
     rt.pipeline.count_received(endpoint, beacons)
     outcome = rt.pipeline.process(info, beacons)
+    if outcome.errors:
+        for b in beacons:
+            if isinstance(b, UnreadableEvent) and b.__cause__ is not None:  # a parser's bug: by type and line
+                log_internal_error(log, b.__cause__, endpoint)
     valid = len(beacons) - len(outcome.errors)
     if valid == 0:
         raise HTTPError(400, "no valid event", detail={"errors": _errors(outcome)})
@@ -222,6 +233,8 @@ class Ingest:
                 beacons = parse_body(body, rt.limits)
             except RequestError as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Exception as exc:
+                raise _unparsable(exc, scope) from None
             outcome = await accept(rt, "events", request_info(scope, headers, self.ip_header), beacons)
         except HTTPError as exc:
             return await self._refuse(send, exc, cors)
@@ -268,6 +281,8 @@ class Ingest:
                 raise HTTPError(413, str(exc)) from None
             except RequestError as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Exception as exc:
+                raise _unparsable(exc, scope) from None
             del req, body, query  # the raw payload is not kept past parsing
             if parsed.beacons:  # none: only calls that carry no analytics (identify, alias...)
                 info = request_info(scope, headers, self.ip_header)
@@ -290,6 +305,8 @@ class Ingest:
                 beacon = parse_pixel(params, headers.get("referer"), rt.limits)
             except EventError as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Exception as exc:
+                raise _unparsable(exc, scope) from None
             await accept(rt, "pixel", request_info(scope, headers, self.ip_header), [beacon])
         except HTTPError as exc:
             return await self._refuse(send, exc, {})
