@@ -22,17 +22,19 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TypeVar
 
-from config.settings import Settings
+from config.settings import ConsentCookieSettings, Settings
 from proxy import clientip
 from proxy.consent import (
     DENIED,
     SILENT,
     ConsentSignal,
+    Cookies,
     TCFError,
     combine,
     decode_tcf_v2,
     parse_json_cookie,
     parse_kv_cookie,
+    strictest,
     tcf_to_signal,
 )
 from proxy.geo import UNKNOWN, GeoLookup, GeoResult
@@ -64,7 +66,7 @@ class RequestInfo:
     accept_language: str = ""
     gpc: bool = False
     dnt: bool = False
-    cookies: dict[str, str] = field(default_factory=dict)
+    cookies: Cookies = field(default_factory=dict)  # every occurrence of each name (consent.Cookies)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -154,8 +156,10 @@ class Services:
 
 
 def drop_opted_out(v: Visit, s: Services) -> Visit | Dropped:
-    """The visitor's opt-out cookie (GET /v1/opt-out): nothing of theirs is processed further."""
-    return Dropped(DropReason.OPTED_OUT) if v.info.cookies.get(s.opt_out_cookie) == "1" else v
+    """The visitor's opt-out cookie (GET /v1/opt-out): nothing of theirs is processed further. Any copy
+    of it that says so (or cannot be read) opts out, whatever other copies say."""
+    copies = v.info.cookies.get(s.opt_out_cookie)
+    return Dropped(DropReason.OPTED_OUT) if copies and ("1" in copies or None in copies) else v
 
 
 def put_client_ip(v: Visit, s: Services) -> Visit | Dropped:
@@ -241,11 +245,9 @@ def drop_do_not_track(d: Draft, s: Services) -> Draft | Dropped:
     return d
 
 
-def _cookie_signal(site: Site, cookies: dict[str, str]) -> ConsentSignal:
-    cfg = site.settings.consent_cookie
-    if cfg is None or cfg.name not in cookies:
-        return SILENT
-    value = cookies[cfg.name]
+def _one_cookie_signal(cfg: ConsentCookieSettings, value: str | None) -> ConsentSignal:
+    if value is None:
+        return DENIED
     if cfg.format == "json":
         signal = parse_json_cookie(value, cfg.keys)
     elif cfg.format == "kv":
@@ -258,6 +260,16 @@ def _cookie_signal(site: Site, cookies: dict[str, str]) -> ConsentSignal:
     # A consent cookie that is there but says nothing we can read refuses everything: otherwise a site
     # whose defaults grant a category would take an unreadable cookie as consent.
     return DENIED if signal == SILENT else signal
+
+
+def _cookie_signal(site: Site, cookies: Cookies) -> ConsentSignal:
+    """The site's consent cookie; sent more than once (other paths or domains), the most restrictive copy
+    wins per category, and an unreadable copy refuses everything."""
+    cfg = site.settings.consent_cookie
+    copies = cookies.get(cfg.name) if cfg is not None else None
+    if cfg is None or not copies:
+        return SILENT
+    return strictest([_one_cookie_signal(cfg, value) for value in copies])
 
 
 @lru_cache(maxsize=4096)  # keys are small closed values: at most 81 x 17 x 2 per site's defaults

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from config.settings import Settings
 from proxy import pipeline as pl
 from proxy.clientip import anonymise, format_ip
+from proxy.consent import parse_cookie_header
 from proxy.geo import GeoLookup
 from proxy.keys import DailySalt, SiteKeys
 from proxy.metrics import Metrics
@@ -105,9 +106,9 @@ def test_drop_no_consent_when_the_site_keeps_nothing_anonymous(run: Callable[...
 
 
 def test_drop_opted_out(run: Callable[..., pl.Outcome]) -> None:
-    out = run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": "1"})
+    out = run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": ["1"]})
     assert out.dropped == {DropReason.OPTED_OUT: 1}
-    assert len(run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": "0"}).events) == 1
+    assert len(run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": ["0"]}).events) == 1
 
 
 def test_drop_do_not_track(make_settings: Callable[..., Settings], geoip_files: tuple[str, str]) -> None:
@@ -332,3 +333,55 @@ def test_a_client_ipv4_inside_ipv6_is_that_ipv4_for_geo_hash_and_truncation(
     info = pl.RequestInfo(peer=format_ip(address), forwarded=None, user_agent=CHROME_UA, now=NOW)
     [event] = pipeline.process(info, [Beacon(site="demo", url="https://e.com/")]).events
     assert event.ip == format_ip(anonymise(v4, *bits))
+
+
+# --- repeated cookies: the most restrictive copy wins ---------------------------------------------------
+
+CATEGORY_KEYS = ("analytics", "preferences", "marketing", "precise_location")
+copy_intents = st.one_of(
+    st.dictionaries(st.sampled_from(CATEGORY_KEYS), st.booleans(), min_size=1),  # readable
+    st.sampled_from(["nonsense", "", "analytics:maybe", "\x01analytics:1"]),  # present, unreadable
+)
+other_cookies = st.lists(
+    st.tuples(st.sampled_from(["_ga", "sid", "cc2", "xcc", "CC"]), st.text("abc:1,", max_size=10)), max_size=4
+)
+
+
+def _kv(intent: dict[str, bool] | str) -> str:
+    if isinstance(intent, str):
+        return intent
+    return ",".join(f"{k}:{int(v)}" for k, v in intent.items())
+
+
+@given(copies=st.lists(copy_intents, min_size=1, max_size=4), others=other_cookies, data=st.data())
+def test_a_repeated_consent_cookie_never_lets_a_lenient_copy_win(
+    make_settings: Callable[..., Settings],
+    copies: list[dict[str, bool] | str],
+    others: list[tuple[str, str]],
+    data: st.DataObject,
+) -> None:
+    settings = make_settings(
+        sites={
+            "demo": {
+                "consent_cookie": {"name": "cc", "format": "kv"},
+                "consent_defaults": {"analytics": True},
+            }
+        }
+    )
+    site = pl.SiteRegistry(settings.sites).get("demo")
+    assert site is not None
+    pairs = [("cc", _kv(c)) for c in copies] + others
+    pairs = data.draw(st.permutations(pairs))
+    sep = data.draw(st.sampled_from(["; ", ";", " ; "]))
+    cookies = parse_cookie_header(sep.join(f"{n}={v}" for n, v in pairs))
+    got = pl._cookie_signal(site, cookies)
+    # The oracle, from the intents: an unreadable copy refuses everything; otherwise a category is
+    # refused if any copy refuses it, granted if some copy grants it, else unsaid.
+    readable = [c for c in copies if isinstance(c, dict)]
+    for category in CATEGORY_KEYS:
+        said = [c[category] for c in readable if category in c]
+        if len(readable) < len(copies) or False in said:
+            expected: bool | None = False
+        else:
+            expected = True if said else None
+        assert getattr(got, category) is expected, (category, pairs)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,29 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
         assert list(pool.map(lambda _: post(port, consented), range(8))) == [202] * 8
     eventually(lambda: count(environ, "url = 'https://e.com/blocked'") == 8)
     assert count(environ, "client_id IS NOT NULL") == 0
+
+    # Consent withdrawal is forwarded to the primary, which rate-limits it for every worker (10 a minute
+    # per client by default), keyed by the prefix the worker resolved: a client's own claim is replaced.
+    def withdraw(n: int) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/consent/withdraw",
+            data=orjson.dumps({"site": "demo", "client_id": "w-raw-2"}),
+            headers={
+                "Content-Type": "application/json",
+                "Origin": "https://example.com",
+                "X-Beaconproxy-Client": f"198.51.100.{n}",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(4) as pool:
+        withdrawals = list(pool.map(withdraw, range(14)))
+    assert sorted(withdrawals) == [200] * 10 + [429] * 4
 
     # Late events, then a group-wide SIGTERM: workers seal, the primary ships, nothing is left behind.
     for n in range(20):
