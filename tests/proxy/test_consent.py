@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.consent import (
     CATEGORIES,
@@ -965,3 +967,19 @@ def test_signals_are_frozen() -> None:
     with pytest.raises(AttributeError):
         signal.analytics = False  # type: ignore[misc]
     assert replace(signal, analytics=False) == sig(F, N, N, N)
+
+
+@given(st.one_of(st.text(max_size=300), st.text("{}[]\"':=,;|&%0123456789abcdefACQ-_. ", max_size=300)))
+def test_cookie_header_and_decoders_never_raise_on_generated_text(value: str) -> None:
+    for values in parse_cookie_header(value).values():
+        assert values and all(v is None or isinstance(v, str) for v in values)
+    for signal in (
+        parse_json_cookie(value),
+        parse_kv_cookie(value),
+        parse_kv_cookie(value, {"analytics": "a"}),
+    ):
+        assert all(getattr(signal, c) in (True, False, None) for c in CATEGORIES)
+    try:
+        tcf_to_signal(decode_tcf_v2(value))
+    except TCFError as exc:
+        assert str(exc).isascii()
