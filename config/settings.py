@@ -68,6 +68,11 @@ class ServerSettings(_Section):
     # Compressed bodies (gzip, and PostHog's lz64/base64 forms) are refused with 413 once they expand past
     # this: max_body_bytes bounds what is read, this bounds what a small "decompression bomb" becomes.
     max_decompressed_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # POST /v1/consent/withdraw deletes data: at most this many requests a minute from one client (its
+    # truncated IP prefix) and for one site, else 429 with Retry-After. Kept in memory, per process (the
+    # primary's, with --workers N).
+    withdraw_per_client_per_minute: int = Field(10, ge=1, le=100_000)
+    withdraw_per_site_per_minute: int = Field(600, ge=1, le=1_000_000)
 
 
 class PrivacySettings(_Section):

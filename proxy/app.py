@@ -33,7 +33,14 @@ from proxy.runtime import Role, Runtime, build_runtime
 from proxy.subjects import SubjectService
 from proxy.tracker import tracker_endpoint
 from proxy.useragent import parser_backend
-from proxy.visitor import consent_withdraw, gpc_json, opt_in, opt_out, preflight_headers
+from proxy.visitor import (
+    consent_withdraw,
+    gpc_json,
+    opt_in,
+    opt_out,
+    preflight_headers,
+    withdraw_preflight,
+)
 from sinks.base import Sink, SinkError
 
 log = logging.getLogger("beaconproxy")
@@ -115,7 +122,7 @@ def ingest_routes() -> list[Route]:
         Route("/v1/events", preflight, methods=["OPTIONS"]),
         Route("/v1/opt-out", opt_out, methods=["GET"]),
         Route("/v1/opt-in", opt_in, methods=["GET"]),
-        Route("/v1/consent/withdraw", preflight, methods=["OPTIONS"]),
+        Route("/v1/consent/withdraw", withdraw_preflight, methods=["OPTIONS"]),
         Route("/.well-known/gpc.json", gpc_json, methods=["GET"]),
         Route("/t.js", tracker_endpoint(), methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -17,11 +17,15 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Sequence
+from functools import cache
 from typing import Literal
 
 __all__ = [
     "TrustedProxies",
+    "anonymise",
+    "carries_ipv4",
     "client_ip",
+    "embedded_ipv4",
     "format_ip",
     "ip_version",
     "parse_ip",
@@ -180,6 +184,136 @@ def truncate(packed: bytes, v4_bits: int, v6_bits: int) -> bytes:
     raise ValueError(f"packed address must be 4 or 16 bytes, got {n}")
 
 
+# --- IPv4 addresses inside IPv6 ------------------------------------------------------------------------
+#
+# Where each form keeps the IPv4 address (bit 0 is the first bit of the IPv6 address):
+#
+#   6to4            2002::/16          bits 16-48: the client's IPv4 (RFC 3056)
+#   Teredo          2001:0::/32        bits 32-64: the Teredo server's IPv4; bits 96-128: the client's
+#                                      public IPv4, each bit inverted (RFC 4380)
+#   NAT64/SIIT      64:ff9b::/96       bits 96-128 (RFC 6052: this well-known prefix is /96 only)
+#   local NAT64     64:ff9b:1::/48     RFC 8215: the operator picks /48, /56, /64 or /96 inside it, and
+#                                      RFC 6052 puts the IPv4 at a different place for each (bits 64-72,
+#                                      "u", are skipped by the first three)
+#   IPv4-compatible ::a.b.c.d          bits 96-128 (RFC 4291, deprecated); :: and ::1 are not IPv4
+#   IPv4-translated ::ffff:0:a.b.c.d   bits 96-128 (RFC 2765 SIIT)
+#   ISATAP          any /64 with interface id 0:5efe:a.b.c.d (or 200:5efe:...), bits 96-128 (RFC 5214)
+#   IPv4-mapped     ::ffff:a.b.c.d     normalised to IPv4 when parsed (see parse_ip)
+#
+# The client's IPv4 is used wherever the form names it unambiguously. A local-use NAT64 address whose
+# layout cannot be told apart, and an ISATAP address (whose IPv4 is the host's own, often private, one:
+# the IPv6 prefix says more about where the client is), stay IPv6; anonymise() then zeroes every bit
+# that could hold IPv4 bits beyond the IPv4 prefix.
+
+_6TO4 = 0x02  # second byte after 0x20
+_NAT64_WKP = b"\x00\x64\xff\x9b" + b"\x00" * 8
+_NAT64_LOCAL = b"\x00\x64\xff\x9b\x00\x01"
+_ZERO_6 = b"\x00" * 6
+_ZERO_96 = b"\x00" * 12
+_TRANSLATED = b"\x00" * 8 + b"\xff\xff\x00\x00"
+_NOT_COMPATIBLE = frozenset({b"\x00\x00\x00\x00", b"\x00\x00\x00\x01"})  # :: and ::1
+_ISATAP_IID = b"\x00\x5e\xfe"  # bytes 9-11; byte 8 is 0x00-0x03 (the u and g bits)
+
+
+def embedded_ipv4(packed: bytes, *, tunnels: bool = True) -> bytes | None:
+    """The client's IPv4 address (4 bytes) that a 16-byte address carries, or ``None``.
+
+    Recognised: 6to4 and Teredo (the client's address, de-obfuscated; not the server's) when ``tunnels``
+    is true, NAT64/SIIT under ``64:ff9b::/96``, local-use NAT64 under ``64:ff9b:1::/48`` when only the /96
+    layout fits (the "u" octet is set, or bits 48-96 are zero), IPv4-compatible ``::a.b.c.d`` (not ``::``
+    or ``::1``) and IPv4-translated ``::ffff:0:a.b.c.d``. Anything else, including 4-byte input, gives
+    ``None``. Costs one or two byte comparisons for an ordinary IPv6 address.
+    """
+    if len(packed) != 16:
+        return None
+    first = packed[0]
+    if first == 0x20:
+        second = packed[1]
+        if not tunnels:
+            return None
+        if second == _6TO4:
+            return packed[2:6]
+        if second == 0x01 and packed[2] == 0 and packed[3] == 0:  # Teredo
+            return (int.from_bytes(packed[12:], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
+        return None
+    if first == 0:
+        if packed[:12] == _NAT64_WKP or packed[:12] == _TRANSLATED:
+            return packed[12:]
+        if packed[:6] == _NAT64_LOCAL:
+            # Only the /96 layout has no "u" octet, and the others would read an IPv4 in 0.0.0.0/8.
+            return packed[12:] if packed[8] != 0 or packed[6:12] == _ZERO_6 else None
+        if packed[:12] == _ZERO_96 and packed[12:] not in _NOT_COMPATIBLE:
+            return packed[12:]
+    return None
+
+
+def _local_nat64_positions(prefix_len: int) -> tuple[int, ...]:
+    """RFC 6052 section 2.2: where IPv4 bit i sits for a given prefix length (bits 64-72 skipped)."""
+    positions = []
+    bit = prefix_len
+    for _ in range(32):
+        if bit == 64 and prefix_len < 96:
+            bit = 72
+        positions.append(bit)
+        bit += 1
+    return tuple(positions)
+
+
+# IPv6 bit positions of IPv4 bits 0..31, for the forms that stay IPv6 (see above).
+_LOCAL_NAT64_LAYOUTS = tuple(_local_nat64_positions(n) for n in (48, 56, 64, 96))
+_LOW_32 = tuple(range(96, 128))
+
+
+@cache
+def _keep_mask(layouts: tuple[tuple[int, ...], ...], v4_bits: int) -> int:
+    """All ones except, in each layout, the bits holding IPv4 bits beyond the first ``v4_bits``."""
+    mask = (1 << 128) - 1
+    for positions in layouts:
+        for position in positions[v4_bits:]:
+            mask &= ~(1 << (127 - position))
+    return mask
+
+
+def _ambiguous_layouts(packed: bytes) -> tuple[tuple[int, ...], ...]:
+    """The layouts that may hold an IPv4 address in a 16-byte address :func:`embedded_ipv4` declined."""
+    local = packed[:6] == _NAT64_LOCAL
+    isatap = packed[9:12] == _ISATAP_IID and packed[8] <= 3
+    if local and isatap:
+        return (*_LOCAL_NAT64_LAYOUTS, _LOW_32)
+    if local:
+        return _LOCAL_NAT64_LAYOUTS
+    if isatap:
+        return (_LOW_32,)
+    return ()
+
+
+def carries_ipv4(packed: bytes) -> bool:
+    """Whether a 16-byte address holds (or may hold) an IPv4 address in any form listed above."""
+    return embedded_ipv4(packed) is not None or bool(_ambiguous_layouts(packed))
+
+
+def anonymise(packed: bytes, v4_bits: int, v6_bits: int) -> bytes:
+    """What may be stored of a client address (4 or 16 bytes; ``ValueError`` for other lengths).
+
+    An address that carries the client's IPv4 (:func:`embedded_ipv4`) becomes that IPv4 address, truncated
+    to ``v4_bits``; any other IPv4 is truncated to ``v4_bits`` and IPv6 to ``v6_bits``. In an IPv6 address
+    that may hold an IPv4 address at more than one place (local-use NAT64 of unknown layout, ISATAP),
+    every bit that could hold an IPv4 bit beyond the first ``v4_bits`` is zeroed as well, so no setting of
+    ``v6_bits`` keeps more of an IPv4 address than ``v4_bits`` allows.
+    """
+    if len(packed) == 16:
+        v4 = embedded_ipv4(packed)
+        if v4 is not None:
+            return truncate(v4, v4_bits, v6_bits)
+        out = truncate(packed, v4_bits, v6_bits)
+        layouts = _ambiguous_layouts(packed)
+        if layouts:
+            value = int.from_bytes(out, "big") & _keep_mask(layouts, v4_bits)
+            out = value.to_bytes(16, "big")
+        return out
+    return truncate(packed, v4_bits, v6_bits)
+
+
 def _parse_trusted_entry(entry: str) -> tuple[int, int, int]:
     """``(version, network_int, prefix_len)`` for one config entry; ``ValueError`` naming it if invalid."""
     addr_text, slash, prefix_text = entry.partition("/")
@@ -217,6 +351,12 @@ class TrustedProxies:
     Entries are IPs or CIDRs (``"10.0.0.0/8"``, ``"::1"``, ``"2001:db8::/32"``); ``"*"`` trusts every peer.
     CIDRs with host bits set (``"10.0.0.1/8"``) are rejected. IPv4-mapped entries with a prefix of at least
     96 (``"::ffff:10.0.0.0/104"``) are stored as IPv4 (``10.0.0.0/8``).
+
+    An IPv4 entry also trusts the same address in the NAT64/SIIT (``64:ff9b::10.0.0.5``, local-use
+    ``64:ff9b:1::10.0.0.5``), IPv4-compatible and IPv4-translated forms: a stateless translator maps one
+    host's address 1:1, and a TCP peer with such an address could only complete its handshake through
+    that host. It does not trust 6to4 (``2002:a00:5::/48``) or Teredo forms: those are tunnels across
+    third-party relays, used by clients, never by a proxy of ours.
     """
 
     __slots__ = ("_entries", "_trust_all", "_v4", "_v6")
@@ -269,9 +409,16 @@ class TrustedProxies:
         if self._trust_all:
             return True
         value = int.from_bytes(packed, "big")
-        for mask, nets in table:  # noqa: SIM110 - a plain loop beats any(<genexpr>) in the hot path
+        for mask, nets in table:  # a plain loop beats any(<genexpr>) in the hot path
             if value & mask in nets:
                 return True
+        if n == 16 and self._v4 and table is self._v6:
+            # A trusted IPv4 proxy reached through a NAT64/SIIT translator, or written in an
+            # IPv4-compatible/translated form, is the same host. 6to4 and Teredo addresses are not: they
+            # are tunnels through third-party relays, which a client uses, never one of our proxies.
+            v4 = embedded_ipv4(packed, tunnels=False)
+            if v4 is not None:
+                return self.contains(v4)
         return False
 
     def __repr__(self) -> str:

@@ -58,40 +58,55 @@ DENIED = ConsentSignal(False, False, False, False)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab
 
 
-def parse_cookie_header(header: str, *, max_cookies: int = 64, max_length: int = 8192) -> dict[str, str]:
-    """Parse a ``Cookie`` request header into ``{name: value}``, tolerantly (RFC 6265 section 5.4-ish).
+Cookies = dict[str, list[str | None]]
+"""A ``Cookie`` header as ``{name: [value of each occurrence, in order]}``; ``None`` is an occurrence that
+cannot be read. Callers decide what several occurrences mean: for consent, the most restrictive."""
+
+
+def parse_cookie_header(header: str, *, max_cookies: int = 64, max_length: int = 8192) -> Cookies:
+    """Parse a ``Cookie`` request header into ``{name: [values]}``, tolerantly (RFC 6265 section 5.4-ish).
 
     Pairs are separated by ``;``; each is ``name=value`` with spaces and tabs around either trimmed. One
     pair of surrounding double quotes is removed from a value; nothing is percent-decoded (the format
-    parsers below do that). A pair without ``=``, with an empty name, or with control characters is
-    skipped. The first occurrence of a name wins (browsers send the most specific path first); if that
-    occurrence is unusable, later ones are ignored too, so a name never silently takes a later value.
+    parsers below do that). A pair without ``=`` or with an empty name is skipped, and so is a name with
+    control characters (it cannot be one we read). Every occurrence of a name is kept, in order: a
+    browser sends one per path and domain that matches, and nothing says which the site meant, so a
+    repeated name must not let one copy hide another. An occurrence whose value holds control characters
+    is kept as ``None`` (present, unreadable).
 
-    Bounded: only the first ``max_length`` characters are read, and a pair cut by that limit is dropped
-    whole (a truncated consent value could mean something else); at most ``max_cookies`` pairs are looked
-    at.
+    Bounded: only the first ``max_length`` characters are read; a pair cut by that limit is ``None`` if
+    its name is whole (a truncated consent value could mean something else), else dropped. At most
+    ``max_cookies`` pairs are looked at.
     """
+    cut_name = ""
     if len(header) > max_length:
         cut = header[:max_length]
-        if header[max_length] != ";":  # the last pair runs past the limit: drop it whole
-            cut = cut[: max(cut.rfind(";"), 0)]
+        if header[max_length] != ";":  # the last pair runs past the limit: its value is unreadable
+            last = cut.rfind(";")
+            name, sep, _ = cut[last + 1 :].partition("=")
+            cut_name = name.strip(" \t") if sep else ""
+            cut = cut[: max(last, 0)]
         header = cut
-    out: dict[str, str] = {}
-    seen: set[str] = set()
+    out: Cookies = {}
     for part in header.split(";", max_cookies)[:max_cookies]:
         name, sep, value = part.partition("=")
         if not sep:
             continue
         name = name.strip(" \t")
-        value = value.strip(" \t")
-        if not name or name in seen:
+        if not name or _CONTROL.search(name):
             continue
-        seen.add(name)
-        if _CONTROL.search(name) or _CONTROL.search(value):
+        value = value.strip(" \t")
+        values = out.get(name)
+        if values is None:
+            values = out[name] = []
+        if _CONTROL.search(value):
+            values.append(None)
             continue
         if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
             value = value[1:-1]
-        out[name] = value
+        values.append(value)
+    if cut_name and not _CONTROL.search(cut_name):
+        out.setdefault(cut_name, []).append(None)
     return out
 
 
@@ -443,6 +458,18 @@ def tcf_to_signal(tc: TCString) -> ConsentSignal:
 
 
 # ----------------------------------------------------------------------------------------------- combining
+
+
+def strictest(signals: Sequence[ConsentSignal]) -> ConsentSignal:
+    """One signal from several copies of one source (a repeated cookie): per category ``False`` if any copy
+    refuses, else ``True`` if any grants, else ``None``. A lenient copy never outvotes a refusing one."""
+    if len(signals) == 1:
+        return signals[0]
+    out = []
+    for category in CATEGORIES:
+        answers = [getattr(s, category) for s in signals]
+        out.append(False if False in answers else True if True in answers else None)
+    return ConsentSignal(*out)
 
 
 def combine(sources: Sequence[ConsentSignal], defaults: ConsentSignal) -> Consent:

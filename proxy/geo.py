@@ -14,7 +14,9 @@ Privacy contract
   is cached only when the database record that answered covers the whole truncated
   prefix (its network is no more specific than the prefix), so a cache hit is exactly
   what a full-address lookup would answer; addresses in finer-grained networks are
-  looked up every time. :meth:`GeoLookup.close` empties the cache.
+  looked up every time, and so are IPv6 addresses that may hold an IPv4 address (6to4,
+  Teredo, NAT64...: ``clientip.carries_ipv4``), whose IPv6 prefix could keep more of it than
+  the IPv4 prefix. :meth:`GeoLookup.close` empties the cache.
 
 Supported schemas (detected per record, so one reader handles either)
 ---------------------------------------------------------------------
@@ -49,7 +51,7 @@ from typing import Final, NamedTuple
 import maxminddb
 from maxminddb.types import Record
 
-from proxy.clientip import truncate
+from proxy.clientip import carries_ipv4, truncate
 
 __all__ = ["UNKNOWN", "CacheStats", "GeoLookup", "GeoResult", "find_databases"]
 
@@ -321,6 +323,12 @@ class GeoLookup:
             if n != 4 and n != 16:
                 return UNKNOWN
             bits = self._v4_bits if n == 4 else self._v6_bits
+            if n == 16 and carries_ipv4(packed):
+                # Its prefix could keep IPv4 bits beyond the IPv4 prefix: not a cache key. (The pipeline
+                # looks up the IPv4 inside such an address; only ambiguous forms get here.)
+                self._misses += 1
+                self._uncacheable += 1
+                return resolver.resolve(packed)[0]
             key = truncate(packed, self._v4_bits, self._v6_bits)
             cache = self._cache
             cached = cache.get(key)

@@ -29,7 +29,7 @@ from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.keys import SaltUnavailable
 from proxy.model import Beacon, DropReason
-from proxy.parse import EventError, RequestError, parse_body, parse_pixel
+from proxy.parse import EventError, RequestError, UnreadableEvent, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime
 from proxy.visitor import cors_for_origin, preflight_headers
@@ -128,6 +128,13 @@ def _refusal(exc: SpoolError) -> tuple[str, str]:
     return "write_failed", "cannot store events right now"
 
 
+def _unparsable(exc: Exception, scope: Scope) -> HTTPError:
+    """A parser failing other than by its documented errors is a bug, but what it failed on is input it
+    cannot read: the client gets a 400, the log the failure's type and line (never its text)."""
+    log_internal_error(log, exc, scope["path"])
+    return HTTPError(400, "request could not be parsed")
+
+
 def _errors(outcome: Outcome) -> list[dict[str, Any]]:
     return [{"index": i, "error": m} for i, m in outcome.errors]
 
@@ -146,6 +153,10 @@ async def accept(
         raise HTTPError(
             503, "cannot store events right now", {"Retry-After": str(RETRY_AFTER_SECONDS)}
         ) from None
+    if outcome.errors:
+        for b in beacons:
+            if isinstance(b, UnreadableEvent) and b.__cause__ is not None:  # a parser's bug: by type and line
+                log_internal_error(log, b.__cause__, endpoint)
     valid = len(beacons) - len(outcome.errors)
     if valid == 0:
         raise HTTPError(400, "no valid event", detail={"errors": _errors(outcome)})
@@ -248,6 +259,8 @@ class Ingest:
                 beacons = parse_body(body, rt.limits)
             except RequestError as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Exception as exc:
+                raise _unparsable(exc, scope) from None
             outcome = await accept(rt, "events", request_info(scope, headers, self.ip_header), beacons)
         except HTTPError as exc:
             return await self._refuse(send, exc, cors)
@@ -294,6 +307,8 @@ class Ingest:
                 raise HTTPError(413, str(exc)) from None
             except RequestError as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Exception as exc:
+                raise _unparsable(exc, scope) from None
             del req, body, query  # the raw payload is not kept past parsing
             if parsed.beacons:  # none: only calls that carry no analytics (identify, alias...)
                 info = request_info(scope, headers, self.ip_header)
@@ -316,6 +331,8 @@ class Ingest:
                 beacon = parse_pixel(params, headers.get("referer"), rt.limits)
             except EventError as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Exception as exc:
+                raise _unparsable(exc, scope) from None
             await accept(rt, "pixel", request_info(scope, headers, self.ip_header), [beacon])
         except HTTPError as exc:
             return await self._refuse(send, exc, {})

@@ -44,6 +44,16 @@ class EventError(ValueError):
     """One event is invalid; the message names the field, never its value."""
 
 
+class UnreadableEvent(EventError):
+    """An event a parser failed on unexpectedly (a bug, never the client's fault alone): it is dropped as
+    invalid like any bad event, so the rest of its batch is kept, and the failure (its ``__cause__``) is
+    logged by type and line, never by value. Tests and fuzzers assert that none ever occurs."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__("event could not be read")
+        self.__cause__ = cause
+
+
 def parse_body(body: bytes, limits: Limits) -> list[Beacon | EventError]:
     """JSON object or array of objects -> one beacon (or error) per event, in order."""
     try:
@@ -66,6 +76,8 @@ def parse_body(body: bytes, limits: Limits) -> list[Beacon | EventError]:
             out.append(parse_event(item, limits))
         except EventError as exc:
             out.append(exc)
+        except Exception as exc:  # one event never fails its batch
+            out.append(UnreadableEvent(exc))
     return out
 
 

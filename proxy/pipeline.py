@@ -21,19 +21,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TypeVar
-from urllib.parse import urlsplit
 
-from config.settings import Settings
+from config.settings import ConsentCookieSettings, Settings
 from proxy import clientip
 from proxy.consent import (
     DENIED,
     SILENT,
     ConsentSignal,
+    Cookies,
     TCFError,
     combine,
     decode_tcf_v2,
     parse_json_cookie,
     parse_kv_cookie,
+    strictest,
     tcf_to_signal,
 )
 from proxy.geo import UNKNOWN, GeoLookup, GeoResult
@@ -41,6 +42,7 @@ from proxy.keys import DailySalt, SiteKeys, visitor_hash
 from proxy.metrics import Metrics
 from proxy.model import NO_CONSENT, Beacon, Consent, Dropped, DropReason, Event
 from proxy.parse import EventError
+from proxy.paths import normalise_path, url_path
 from proxy.scrub import (
     DEFAULT_CLICK_ID_PARAMS,
     DEFAULT_PROP_KEY_DENYLIST,
@@ -64,7 +66,7 @@ class RequestInfo:
     accept_language: str = ""
     gpc: bool = False
     dnt: bool = False
-    cookies: dict[str, str] = field(default_factory=dict)
+    cookies: Cookies = field(default_factory=dict)  # every occurrence of each name (consent.Cookies)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -154,12 +156,19 @@ class Services:
 
 
 def drop_opted_out(v: Visit, s: Services) -> Visit | Dropped:
-    """The visitor's opt-out cookie (GET /v1/opt-out): nothing of theirs is processed further."""
-    return Dropped(DropReason.OPTED_OUT) if v.info.cookies.get(s.opt_out_cookie) == "1" else v
+    """The visitor's opt-out cookie (GET /v1/opt-out): nothing of theirs is processed further. Any copy
+    of it that says so (or cannot be read) opts out, whatever other copies say."""
+    copies = v.info.cookies.get(s.opt_out_cookie)
+    return Dropped(DropReason.OPTED_OUT) if copies and ("1" in copies or None in copies) else v
 
 
 def put_client_ip(v: Visit, s: Services) -> Visit | Dropped:
-    v.full_ip = clientip.client_ip(v.info.peer, v.info.forwarded, s.ip_header, s.trusted)
+    """The client address; an IPv6 address that carries the client's IPv4 (6to4, Teredo, NAT64...) is
+    that IPv4 address from here on, for geo, the visitor hash and truncation alike."""
+    ip = clientip.client_ip(v.info.peer, v.info.forwarded, s.ip_header, s.trusted)
+    if ip is not None and len(ip) == 16:
+        ip = clientip.embedded_ipv4(ip) or ip
+    v.full_ip = ip
     v.info.peer = v.info.forwarded = None  # from here on only full_ip holds the address
     return v
 
@@ -189,7 +198,7 @@ def put_visitor_hash(v: Visit, s: Services) -> Visit | Dropped:
 
 def truncate_ip(v: Visit, s: Services) -> Visit | Dropped:
     if v.full_ip is not None:
-        v.ip = clientip.format_ip(clientip.truncate(v.full_ip, s.v4_bits, s.v6_bits))
+        v.ip = clientip.format_ip(clientip.anonymise(v.full_ip, s.v4_bits, s.v6_bits))
     v.full_ip = None
     return v
 
@@ -236,11 +245,9 @@ def drop_do_not_track(d: Draft, s: Services) -> Draft | Dropped:
     return d
 
 
-def _cookie_signal(site: Site, cookies: dict[str, str]) -> ConsentSignal:
-    cfg = site.settings.consent_cookie
-    if cfg is None or cfg.name not in cookies:
-        return SILENT
-    value = cookies[cfg.name]
+def _one_cookie_signal(cfg: ConsentCookieSettings, value: str | None) -> ConsentSignal:
+    if value is None:
+        return DENIED
     if cfg.format == "json":
         signal = parse_json_cookie(value, cfg.keys)
     elif cfg.format == "kv":
@@ -253,6 +260,16 @@ def _cookie_signal(site: Site, cookies: dict[str, str]) -> ConsentSignal:
     # A consent cookie that is there but says nothing we can read refuses everything: otherwise a site
     # whose defaults grant a category would take an unreadable cookie as consent.
     return DENIED if signal == SILENT else signal
+
+
+def _cookie_signal(site: Site, cookies: Cookies) -> ConsentSignal:
+    """The site's consent cookie; sent more than once (other paths or domains), the most restrictive copy
+    wins per category, and an unreadable copy refuses everything."""
+    cfg = site.settings.consent_cookie
+    copies = cookies.get(cfg.name) if cfg is not None else None
+    if cfg is None or not copies:
+        return SILENT
+    return strictest([_one_cookie_signal(cfg, value) for value in copies])
 
 
 @lru_cache(maxsize=4096)  # keys are small closed values: at most 81 x 17 x 2 per site's defaults
@@ -274,19 +291,13 @@ def put_consent(d: Draft, s: Services) -> Draft | Dropped:
     return d
 
 
-def _url_path(url: str) -> str:
-    try:
-        return urlsplit(url).path.rstrip("/")
-    except ValueError:
-        return ""
-
-
 def put_audience(d: Draft, s: Services) -> Draft | Dropped:
-    """A children's audience (whole site or path prefixes) is stored aggregate-only, or dropped."""
+    """A children's audience (whole site or path prefixes) is stored aggregate-only, or dropped. Paths
+    match as the page a browser would load: any spelling of a children's page is one (proxy.paths)."""
     assert d.site is not None
     cfg = d.site.settings
     children = cfg.children_audience or (
-        bool(d.site.children_prefixes) and d.site.is_children_path(_url_path(d.beacon.url))
+        bool(d.site.children_prefixes) and d.site.is_children_path(normalise_path(url_path(d.beacon.url)))
     )
     if children:
         if cfg.children_policy == "drop":

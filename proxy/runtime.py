@@ -19,6 +19,7 @@ from proxy.keys import DailySalt, SiteKeys, load_or_create_secret
 from proxy.metrics import Metrics
 from proxy.parse import Limits
 from proxy.pipeline import Pipeline, Services
+from proxy.ratelimit import RateLimit
 from proxy.subjects import SubjectService, Suppressions
 from sinks.base import Sink
 from sinks.clickhouse import ClickHouseSink
@@ -62,6 +63,8 @@ class Runtime:
     admin_token: bytes
     suppressions: Suppressions
     subjects: SubjectService | None  # None in a worker, or when the sink is not ClickHouse
+    # POST /v1/consent/withdraw: per client (truncated IP prefix) and per site (proxy/visitor.py)
+    withdraw_limits: tuple[RateLimit, RateLimit]
     role: Role = "single"
     jobs: list[JobState] = field(default_factory=list)  # the app's periodic tasks (proxy/app.py)
     admin_address: AdminAddress = field(default_factory=AdminAddress)
@@ -194,6 +197,10 @@ def build_runtime(
         token,
         suppressions,
         None,
+        (
+            RateLimit(settings.server.withdraw_per_client_per_minute),
+            RateLimit(settings.server.withdraw_per_site_per_minute),
+        ),
         role,
     )
     rt.admin_address = parse_admin_listen(settings.server.admin_listen, data)

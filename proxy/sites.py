@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from config.settings import SiteSettings
 from proxy.consent import ConsentSignal
+from proxy.paths import matches_prefix, normalise_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,7 @@ class Site:
     drop_without_consent: bool
     settings: SiteSettings
     consent_defaults: ConsentSignal
-    children_prefixes: tuple[str, ...]  # without trailing "/"
+    children_prefixes: tuple[str, ...]  # normalised (proxy.paths.normalise_path)
 
     @classmethod
     def from_settings(cls, site_id: str, s: SiteSettings) -> Site:
@@ -39,12 +40,12 @@ class Site:
             drop_without_consent=s.without_consent == "drop",
             settings=s,
             consent_defaults=ConsentSignal(**s.consent_defaults.model_dump()),
-            children_prefixes=tuple(p.rstrip("/") for p in s.children_paths),
+            children_prefixes=tuple(dict.fromkeys(normalise_path(p) for p in s.children_paths)),
         )
 
-    def is_children_path(self, path: str) -> bool:
-        """``path`` (without trailing "/") is one of the children's prefixes or below one."""
-        return any(path == p or path.startswith(p + "/") for p in self.children_prefixes)
+    def is_children_path(self, key: str) -> bool:
+        """The normalised path ``key`` (``normalise_path``) is one of the children's prefixes or below one."""
+        return any(matches_prefix(key, p) for p in self.children_prefixes)
 
     def allows_origin(self, origin: str | None) -> bool:
         """Browsers send Origin on cross-site POSTs; requests without one (servers, pixels) are allowed."""

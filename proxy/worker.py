@@ -29,6 +29,7 @@ from proxy.app import Periodic, create_app
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
 from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
+from proxy.visitor import CLIENT_HEADER, client_prefix
 
 log = logging.getLogger("beaconproxy")
 
@@ -65,12 +66,19 @@ class Forwarder:
         summary = {k: body.get(k) for k in ("status", "sink_healthy", "down", "refusing") if k in body}
         return answer.status_code == 200, summary
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, request: Request, client: str) -> Response:
+        """``client``: the client's truncated address as this worker resolved it, for the primary's rate
+        limits (proxy.visitor.CLIENT_HEADER); a value the client sent in that header is replaced."""
         try:
             body = await read_body(request, MAX_FORWARD_BYTES)
         except HTTPError as exc:
             return error_response(exc.status, exc.message, exc.headers)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != CLIENT_HEADER
+        }
+        headers[CLIENT_HEADER] = client
         try:
             answer = await self.client.request(
                 request.method, request.url.path, params=request.url.query, headers=headers, content=body
@@ -109,7 +117,7 @@ def create_worker_app(settings: Settings) -> Starlette:
     forwarder = Forwarder(primary_socket(settings))
 
     async def forward(request: Request) -> Response:  # a function: Starlette treats objects as ASGI apps
-        return await forwarder(request)
+        return await forwarder(request, client_prefix(request, request.app.state.rt))
 
     forwarded = [*FORWARDED_PATHS]
     if settings.server.metrics_listener == "public":

@@ -7,6 +7,7 @@ gets its own database in it. Tests that need another store start another process
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,9 @@ import clickhouse_connect
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 from starlette.testclient import TestClient
 
 from config.settings import Settings, load_settings
@@ -29,6 +33,20 @@ CHROME_UA = (
     "Chrome/120.0.0.0 Safari/537.36"
 )
 _db_counter = itertools.count(1)
+
+# Property tests: a modest number of examples per test keeps `make test` quick
+# (HYPOTHESIS_MAX_EXAMPLES raises it for a deeper run); no deadline, since the box is shared and noisy.
+# Failing examples are remembered outside the repository (none at all under CI).
+hypothesis_settings.register_profile(
+    "beacon",
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None
+    if os.environ.get("CI")
+    else DirectoryBasedExampleDatabase(os.path.expanduser("~/.cache/beaconproxy-hypothesis")),
+)
+hypothesis_settings.load_profile("beacon")
 
 
 @pytest.fixture(scope="session")

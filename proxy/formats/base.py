@@ -9,7 +9,9 @@ cookie and the site's configuration decide, as for a native beacon without a ``c
 
 No I/O, no clocks. Errors are :class:`~proxy.parse.RequestError` (the whole request, 400),
 :class:`TooLarge` (413) or one :class:`~proxy.parse.EventError` per bad event; messages never quote
-the request.
+the request. A format's ``parse`` raises nothing else on any input (tests/fuzz/ checks it); should a bug
+make one event fail anyway, :func:`collect` puts an :class:`~proxy.parse.UnreadableEvent` in its slot
+and keeps the rest of the batch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import orjson
 
 from proxy.model import Beacon, PropValue
-from proxy.parse import EventError, Limits, RequestError, parse_event
+from proxy.parse import EventError, Limits, RequestError, UnreadableEvent, parse_event
 
 # The site of a beacon whose key no site lists: not a valid site id, so it is dropped as unknown_site.
 UNKNOWN_SITE = "?"
@@ -97,7 +99,12 @@ def content_decoded(req: ForeignRequest) -> bytes:
 
 def b64decode(text: str | bytes, limit: int) -> bytes:
     """Standard or URL-safe base64, padding optional."""
-    raw = text.encode("latin-1") if isinstance(text, str) else text
+    if isinstance(text, str):
+        if not text.isascii():
+            raise RequestError("body is not valid base64")
+        raw = text.encode("ascii")
+    else:
+        raw = text
     raw = raw.strip().replace(b" ", b"+")  # a '+' read back from a form as a space
     if len(raw) * 3 // 4 > limit:
         raise TooLarge(f"body expands past {limit} bytes")
@@ -169,11 +176,15 @@ def iso_ms(value: Any) -> int | None:
 
 
 def clamp_int(value: Any, lo: int, hi: int) -> int | None:
-    """A loosely typed integer (number or digit string) within bounds, else None."""
+    """A loosely typed integer (number or string of ASCII digits) within bounds, else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        # str.isdigit() also takes "²" and other digits int() refuses; 20 digits exceed any bound here.
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+            return None
+        value = int(digits)
     if isinstance(value, float) and math.isfinite(value):
         value = int(value)
     if isinstance(value, int) and lo <= value <= hi:
@@ -198,6 +209,8 @@ def beacon(doc: dict[str, Any], limits: Limits) -> Beacon | EventError:
         return parse_event({k: v for k, v in doc.items() if v is not None}, limits)
     except EventError as exc:
         return exc
+    except Exception as exc:
+        return UnreadableEvent(exc)
 
 
 def same_user_agent(values: list[str | None]) -> str | None:
@@ -220,6 +233,9 @@ def collect(
             native, agent = one(item)
         except EventError as exc:
             out.beacons.append(exc)
+            continue
+        except Exception as exc:  # a bug in a format module: drop this event, keep the batch
+            out.beacons.append(UnreadableEvent(exc))
             continue
         if native is None:
             out.ignored += 1

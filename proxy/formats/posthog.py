@@ -142,18 +142,19 @@ def payload_bytes(req: ForeignRequest) -> bytes:
         data = req.query.get("data")
         if not data:
             raise RequestError("query parameter 'data' is required")
-        return _decode(data.encode("latin-1"), compression, limit)
+        # Query values are text (percent-escapes decoded as UTF-8): JSON in them is UTF-8 again.
+        return _decode(data.encode("utf-8"), compression, limit)
     body = content_decoded(req)
     ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     is_form = body.startswith((b"data=", b"compression="))
     if not is_form and ctype == "application/x-www-form-urlencoded":
         is_form = body.lstrip()[:1] not in (b"{", b"[")  # JSON sent as curl -d sends it, mislabelled
     if is_form:
-        form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True))
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         data = form.get("data")
         if not data:
             raise RequestError("form field 'data' is required")
-        return _decode(data.encode("latin-1"), form.get("compression", compression).lower(), limit)
+        return _decode(data.encode("utf-8"), form.get("compression", compression).lower(), limit)
     return _decode(body, compression, limit)
 
 

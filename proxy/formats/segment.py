@@ -73,6 +73,8 @@ def _message(msg: Any, kind: str | None, site: str, req: ForeignRequest) -> tupl
     if not isinstance(msg, dict):
         raise EventError("each message must be a JSON object")
     kind = kind or msg.get("type")
+    if not isinstance(kind, str):
+        raise EventError("field 'type' must be track, page, screen, identify, group or alias")
     if kind in IDENTITY_CALLS:
         return None, None
     if kind not in ("track", "page", "screen"):

@@ -66,6 +66,8 @@ def _event(fields: Any, req: ForeignRequest) -> dict[str, Any] | None:
     if not isinstance(fields, dict):
         raise EventError("each event must be a JSON object")
     kind = fields.get("e")
+    if not isinstance(kind, str):
+        raise EventError("field 'e' must be pv, se, ue, pp, tr or ti")
     if kind in NOT_STORED:
         return None
     native: dict[str, Any] = {

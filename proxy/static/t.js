@@ -22,8 +22,9 @@
 
   const fromCookie = () => {
     const name = at.consentCookie, got = {}, c = {};
-    const hit = name && d.cookie.split(/; */).find((s) => s.split('=')[0] === name);
+    const [hit, ...more] = name ? d.cookie.split(/; */).filter((s) => s.split('=')[0] === name) : [];
     if (!hit) return;
+    if (more.some((s) => s !== hit)) return false; // differing copies: refused
     let v = hit.slice(name.length + 1), o;
     try {
       v = decodeURIComponent(v);

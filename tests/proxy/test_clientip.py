@@ -6,8 +6,19 @@ import string
 from typing import Literal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from proxy.clientip import TrustedProxies, client_ip, format_ip, ip_version, parse_ip, truncate
+from proxy.clientip import (
+    TrustedProxies,
+    anonymise,
+    client_ip,
+    embedded_ipv4,
+    format_ip,
+    ip_version,
+    parse_ip,
+    truncate,
+)
 
 
 def packed(text: str) -> bytes:
@@ -733,3 +744,274 @@ def test_garbage_never_raises() -> None:
                 _assert_packed_or_none(client_ip(rng.choice(peers), header_value, header, trusted))
                 _assert_packed_or_none(client_ip(text, header_value, header, trusted))
     assert parsed_some  # the generator does produce valid addresses too, so the round-trip is exercised
+
+
+# ------------------------------------------------------------------------- IPv4 addresses inside IPv6
+# The encoders below are written from the RFCs' own figures, byte by byte, independently of the
+# bit-position tables in proxy.clientip.
+
+
+def v4bytes(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def enc_6to4(v4: bytes, rest: bytes = b"\x00" * 10) -> bytes:  # RFC 3056: 2002:V4ADDR::/48
+    return b"\x20\x02" + v4 + rest
+
+
+def enc_teredo(
+    v4: bytes, server: bytes = b"\x41\x36\xe3\x78", flags_port: bytes = b"\x80\x00\x63\xbf"
+) -> bytes:
+    # RFC 4380: 2001:0000 | server IPv4 | flags (16) | port ^ 0xffff | client IPv4 ^ 0xffffffff
+    return b"\x20\x01\x00\x00" + server + flags_port + bytes(b ^ 0xFF for b in v4)
+
+
+def enc_nat64(v4: bytes) -> bytes:  # RFC 6052 well-known prefix 64:ff9b::/96
+    return bytes.fromhex("0064ff9b0000000000000000") + v4
+
+
+def enc_local_nat64(v4: bytes, prefix_len: int, operator: bytes = b"", suffix: bytes = b"") -> bytes:
+    """RFC 8215 local-use 64:ff9b:1::/48 with RFC 6052's layout for ``prefix_len`` (figure 1)."""
+    prefix = (bytes.fromhex("0064ff9b0001") + operator + b"\x00" * 16)[: prefix_len // 8]
+    if prefix_len == 48:
+        body = prefix + v4[:2] + b"\x00" + v4[2:]
+    elif prefix_len == 56:
+        body = prefix + v4[:1] + b"\x00" + v4[1:]
+    elif prefix_len == 64:
+        body = prefix + b"\x00" + v4
+    else:
+        body = prefix + v4
+    return (body + suffix + b"\x00" * 16)[:16]
+
+
+def enc_compatible(v4: bytes) -> bytes:  # RFC 4291 ::a.b.c.d (deprecated)
+    return b"\x00" * 12 + v4
+
+
+def enc_translated(v4: bytes) -> bytes:  # RFC 2765 ::ffff:0:a.b.c.d
+    return b"\x00" * 8 + b"\xff\xff\x00\x00" + v4
+
+
+def enc_isatap(
+    v4: bytes, prefix: bytes = bytes.fromhex("20010db800010002"), global_bit: bool = True
+) -> bytes:
+    return prefix + (b"\x02" if global_bit else b"\x00") + b"\x00\x5e\xfe" + v4
+
+
+CLIENT = v4bytes(0xCB00714D)  # 203.0.113.77
+
+EMBEDDED = [
+    (enc_6to4(CLIENT), "203.0.113.77"),
+    (enc_6to4(CLIENT, bytes.fromhex("00010000000000000001")), "203.0.113.77"),  # subnet and host bits
+    (enc_teredo(CLIENT), "203.0.113.77"),
+    (parse_ip("2001:0:4136:e378:8000:63bf:3fff:fdd2"), "192.0.2.45"),  # RFC 4380's own example
+    (enc_nat64(CLIENT), "203.0.113.77"),
+    (parse_ip("64:ff9b::203.0.113.77"), "203.0.113.77"),
+    (enc_local_nat64(CLIENT, 96), "203.0.113.77"),  # 64:ff9b:1::a.b.c.d: only the /96 layout fits
+    (enc_local_nat64(CLIENT, 96, operator=b"\x00\x07\x05\x00\x00\x00"), "203.0.113.77"),  # u octet set
+    (enc_compatible(CLIENT), "203.0.113.77"),
+    (enc_translated(CLIENT), "203.0.113.77"),
+    (parse_ip("::ffff:0:198.51.100.20"), "198.51.100.20"),
+    # not (or not unambiguously) an IPv4 client
+    (enc_local_nat64(CLIENT, 48), None),
+    (enc_local_nat64(CLIENT, 56), None),
+    (enc_local_nat64(CLIENT, 64), None),
+    (enc_isatap(CLIENT), None),
+    (parse_ip("::1"), None),
+    (parse_ip("::"), None),
+    (parse_ip("2001:db8::cb00:714d"), None),
+    (parse_ip("2001:1::1"), None),  # 2001:1::/32 is not Teredo's 2001:0::/32
+    (parse_ip("2003::1"), None),
+    (parse_ip("64:ff9b:0:0:1::cb00:714d"), None),  # inside 64:ff9b::/32 but not the /96
+    (parse_ip("fe80::1"), None),
+    (CLIENT, None),  # already IPv4
+]
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"), EMBEDDED, ids=lambda v: v.hex() if isinstance(v, bytes) else v
+)
+def test_embedded_ipv4(address: bytes | None, expected: str | None) -> None:
+    assert address is not None
+    found = embedded_ipv4(address)
+    assert (format_ip(found) if found else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "v4_bits", "v6_bits", "expected"),
+    [
+        ("203.0.113.77", 24, 48, "203.0.113.0"),
+        ("2001:db8:abcd:12::1", 24, 48, "2001:db8:abcd::"),
+        ("2001:db8:abcd:12::1", 24, 128, "2001:db8:abcd:12::1"),
+        ("2002:cb00:714d::1", 24, 48, "203.0.113.0"),  # 6to4: its /48 is the whole IPv4 address
+        ("2002:cb00:714d:1::1", 16, 128, "203.0.0.0"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", 24, 128, "192.0.2.0"),  # Teredo: the client, not the server
+        ("64:ff9b::203.0.113.77", 24, 128, "203.0.113.0"),
+        ("64:ff9b:1::203.0.113.77", 8, 48, "203.0.0.0"),
+        ("::203.0.113.77", 24, 128, "203.0.113.0"),
+        ("::ffff:0:203.0.113.77", 24, 128, "203.0.113.0"),
+        ("::1", 24, 128, "::1"),
+        # local-use NAT64, /48 layout: 64:ff9b:1:cb00:71:4d00:: -- every layout's bits past /24 are zeroed
+        ("64:ff9b:1:cb00:71:4d00::", 24, 128, "64:ff9b:1:cb00:71::"),
+        ("64:ff9b:1:cb00:71:4d00::", 24, 48, "64:ff9b:1::"),
+        ("64:ff9b:1:cb00:71:4d00::", 0, 128, "64:ff9b:1::"),
+        # ISATAP: the prefix stays, the host's IPv4 is cut to the IPv4 prefix
+        ("2001:db8:1:2:200:5efe:203.0.113.77", 24, 128, "2001:db8:1:2:200:5efe:cb00:7100"),
+        ("2001:db8:1:2:200:5efe:203.0.113.77", 24, 64, "2001:db8:1:2::"),
+        ("2001:db8:1:2:0:5efe:203.0.113.77", 16, 128, "2001:db8:1:2:0:5efe:cb00:0"),
+    ],
+)
+def test_anonymise(address: str, v4_bits: int, v6_bits: int, expected: str) -> None:
+    parsed = parse_ip(address)
+    assert parsed is not None
+    assert format_ip(anonymise(parsed, v4_bits, v6_bits)) == ipaddress.ip_address(expected).compressed
+
+
+def test_anonymise_rejects_bad_arguments_without_leaking() -> None:
+    with pytest.raises(ValueError) as exc:
+        anonymise(enc_6to4(CLIENT), 33, 48)
+    assert "203" not in str(exc.value)
+    with pytest.raises(ValueError):
+        anonymise(b"\x01\x02\x03", 24, 48)
+
+
+# The property: whatever the encoding and the two prefix settings, parse the stored text back and
+# check, bit by bit, that no more of the client's IPv4 address is left than its first v4_bits.
+
+v4_clients = st.integers(0x01000000, 0xFFFFFFFF).map(v4bytes)  # 0.0.0.0/8 is never a source address
+prefix_bits = st.tuples(st.integers(0, 32), st.integers(0, 128))
+
+
+def _v4_mask(bits: int) -> int:
+    return ((1 << bits) - 1) << (32 - bits)
+
+
+def stored_back(stored: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The stored text form, parsed by the standard library (not by the code under test)."""
+    return ipaddress.ip_address(format_ip(stored))
+
+
+@st.composite
+def unambiguous_encodings(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    v4 = draw(v4_clients)
+    kind = draw(
+        st.sampled_from(["plain", "mapped", "6to4", "teredo", "nat64", "local96", "compat", "translated"])
+    )
+    noise = draw(st.binary(min_size=16, max_size=16))
+    if kind == "plain":
+        return v4, v4
+    if kind == "mapped":
+        return v4, parse_ip(f"::ffff:{ipaddress.IPv4Address(v4)}") or b""
+    if kind == "6to4":
+        return v4, enc_6to4(v4, noise[:10])
+    if kind == "teredo":
+        return v4, enc_teredo(v4, noise[:4], noise[4:8])
+    if kind == "nat64":
+        return v4, enc_nat64(v4)
+    if kind == "local96":
+        operator = draw(st.sampled_from([b"\x00" * 6, noise[:2] + bytes([noise[2] | 1]) + noise[3:6]]))
+        return v4, enc_local_nat64(v4, 96, operator=operator)
+    if kind == "compat":
+        return v4, enc_compatible(v4)
+    return v4, enc_translated(v4)
+
+
+@given(unambiguous_encodings(), prefix_bits)
+def test_stored_address_keeps_only_the_ipv4_prefix_of_any_encoding(
+    case: tuple[bytes, bytes], bits: tuple[int, int]
+) -> None:
+    v4, address = case
+    v4_bits, v6_bits = bits
+    back = stored_back(anonymise(address, v4_bits, v6_bits))
+    assert back.version == 4  # stored as the truncated IPv4 address, whatever the v6 setting
+    assert int(back) == int.from_bytes(v4, "big") & _v4_mask(v4_bits)
+
+
+LOCAL_LAYOUTS = {  # RFC 6052 figure 1: where each IPv4 byte goes, per prefix length
+    48: (6, 7, 9, 10),
+    56: (7, 9, 10, 11),
+    64: (9, 10, 11, 12),
+    96: (12, 13, 14, 15),
+}
+
+
+def _ipv4_at(address: bytes, byte_positions: tuple[int, ...]) -> int:
+    return int.from_bytes(bytes(address[p] for p in byte_positions), "big")
+
+
+@given(v4_clients, st.sampled_from([48, 56, 64]), st.binary(min_size=8, max_size=8), prefix_bits)
+def test_ambiguous_local_nat64_keeps_no_ipv4_bits_past_the_prefix_in_any_layout(
+    v4: bytes, layout: int, noise: bytes, bits: tuple[int, int]
+) -> None:
+    v4_bits, v6_bits = bits
+    operator = noise[: (layout - 48) // 8]
+    suffix = noise[: 16 - (layout // 8 + 5 if layout < 96 else 16)]
+    address = enc_local_nat64(v4, layout, operator=operator, suffix=suffix)
+    back = stored_back(anonymise(address, v4_bits, v6_bits))
+    assert back.version == 6
+    stored = back.packed
+    for positions in LOCAL_LAYOUTS.values():  # whichever layout the operator really uses
+        assert _ipv4_at(stored, positions) & ~_v4_mask(v4_bits) == 0
+    true_bits = _ipv4_at(stored, LOCAL_LAYOUTS[layout])
+    assert true_bits & ~(int.from_bytes(v4, "big") & _v4_mask(v4_bits)) == 0  # only the real prefix
+
+
+@given(v4_clients, st.binary(min_size=6, max_size=6), st.booleans(), prefix_bits)
+def test_isatap_keeps_no_ipv4_bits_past_the_prefix(
+    v4: bytes, site: bytes, global_bit: bool, bits: tuple[int, int]
+) -> None:
+    v4_bits, v6_bits = bits
+    address = enc_isatap(v4, b"\x2a\x00" + site, global_bit)
+    back = stored_back(anonymise(address, v4_bits, v6_bits))
+    assert back.version == 6
+    assert int(back) & 0xFFFFFFFF & ~_v4_mask(v4_bits) == 0
+    assert back.packed[:8] == truncate(address, 0, min(v6_bits, 64))[:8]  # the prefix is not touched
+
+
+@given(st.binary(min_size=16, max_size=16), prefix_bits)
+def test_anonymise_any_ipv6_address_keeps_no_ipv4_past_the_prefix(
+    address: bytes, bits: tuple[int, int]
+) -> None:
+    """Arbitrary 16 bytes: whatever embedded_ipv4 finds is cut to the IPv4 prefix; the rest is the IPv6
+    prefix with nothing added."""
+    v4_bits, v6_bits = bits
+    stored = anonymise(address, v4_bits, v6_bits)
+    found = embedded_ipv4(address)
+    if found is not None:
+        assert stored == truncate(found, v4_bits, 0)
+    else:
+        assert len(stored) == 16
+        assert int.from_bytes(stored, "big") & ~int.from_bytes(truncate(address, 0, v6_bits), "big") == 0
+
+
+@pytest.mark.parametrize(
+    ("entries", "address", "expected"),
+    [
+        (["10.0.0.0/8"], "64:ff9b::10.1.2.3", True),  # through a NAT64/SIIT translator
+        (["10.0.0.0/8"], "64:ff9b:1::10.1.2.3", True),
+        (["10.0.0.0/8"], "::10.1.2.3", True),
+        (["10.0.0.0/8"], "::ffff:0:10.1.2.3", True),
+        (["10.0.0.0/8"], "::ffff:10.1.2.3", True),
+        (["10.0.0.0/8"], "64:ff9b::11.1.2.3", False),
+        (["10.0.0.0/8"], "2002:a01:203::1", False),  # 6to4 of a trusted address: a tunnel, not our proxy
+        (["10.0.0.0/8"], format_ip(enc_teredo(v4bytes(0x0A010203))), False),  # Teredo client 10.1.2.3
+        (["10.0.0.0/8"], "64:ff9b:1:a01:2:300::", False),  # ambiguous layout: not seen through
+        (["2002::/16"], "2002:a01:203::1", True),  # the operator can still list such networks
+        (["127.0.0.0/8", "::1"], "::1", True),
+        (["127.0.0.0/8"], "::1", False),  # ::1 is IPv6 loopback, not IPv4-compatible 0.0.0.1
+    ],
+)
+def test_trusted_proxies_see_through_translations_not_tunnels(
+    entries: list[str], address: str, expected: bool
+) -> None:
+    parsed = parse_ip(address)
+    assert parsed is not None
+    assert TrustedProxies(entries).contains(parsed) is expected
+
+
+def test_client_ip_behind_a_translated_trusted_proxy() -> None:
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    result = client_ip("64:ff9b::10.0.0.5", "203.0.113.77", "x-forwarded-for", trusted)
+    assert result == CLIENT
+    spoof = client_ip("2002:a00:5::1", "203.0.113.77", "x-forwarded-for", trusted)
+    assert spoof == parse_ip("2002:a00:5::1")  # a 6to4 peer is the client: its header is not read

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.consent import (
     CATEGORIES,
@@ -29,6 +31,7 @@ from proxy.consent import (
     parse_json_cookie,
     parse_kv_cookie,
     resolve_keys,
+    strictest,
     tcf_to_signal,
 )
 from proxy.model import Consent
@@ -77,62 +80,82 @@ def test_silent_and_denied() -> None:
         ("", {}),
         ("   ", {}),
         (";;;", {}),
-        ("a=1", {"a": "1"}),
-        ("a=1; b=2", {"a": "1", "b": "2"}),
-        ("a=1;b=2", {"a": "1", "b": "2"}),
-        ("  a = 1 ;\tb=2\t; ", {"a": "1", "b": "2"}),
-        ('a="quoted value"; b=""', {"a": "quoted value", "b": ""}),
-        ('a="half', {"a": '"half'}),
-        ('a=x"y"', {"a": 'x"y"'}),
-        ('a="', {"a": '"'}),
-        ("a=; b", {"a": ""}),  # a pair without '=' is skipped
-        ("=1; b=2", {"b": "2"}),  # empty name
-        ("a=1; a=2", {"a": "1"}),  # first occurrence wins
-        ("a=x=y", {"a": "x=y"}),  # only the first '=' separates
-        ("a=%7B%22x%22%7D", {"a": "%7B%22x%22%7D"}),  # no percent-decoding here
-        ("a=1\x00; b=2", {"b": "2"}),  # control characters: pair skipped
-        ("a=1\x7f; a=2; b=2", {"b": "2"}),  # ...and a later duplicate does not take its place
-        ("a\nb=1; c=3", {"c": "3"}),
-        ("Name=1; name=2", {"Name": "1", "name": "2"}),  # names are case-sensitive
-        ("a=caf\xe9", {"a": "caf\xe9"}),  # latin-1 as Starlette decodes headers
+        ("a=1", {"a": ["1"]}),
+        ("a=1; b=2", {"a": ["1"], "b": ["2"]}),
+        ("a=1;b=2", {"a": ["1"], "b": ["2"]}),
+        ("  a = 1 ;\tb=2\t; ", {"a": ["1"], "b": ["2"]}),
+        ('a="quoted value"; b=""', {"a": ["quoted value"], "b": [""]}),
+        ('a="half', {"a": ['"half']}),
+        ('a=x"y"', {"a": ['x"y"']}),
+        ('a="', {"a": ['"']}),
+        ("a=; b", {"a": [""]}),  # a pair without '=' is skipped
+        ("=1; b=2", {"b": ["2"]}),  # empty name
+        ("a=1; a=2", {"a": ["1", "2"]}),  # every occurrence, in order
+        ("a=x=y", {"a": ["x=y"]}),  # only the first '=' separates
+        ("a=%7B%22x%22%7D", {"a": ["%7B%22x%22%7D"]}),  # no percent-decoding here
+        ("a=1\x00; b=2", {"a": [None], "b": ["2"]}),  # control characters: present, unreadable
+        ("a=1\x7f; a=2; b=2", {"a": [None, "2"], "b": ["2"]}),  # ...and a later copy does not hide it
+        ("a\nb=1; c=3", {"c": ["3"]}),  # a name we cannot read is no name of ours
+        ("Name=1; name=2", {"Name": ["1"], "name": ["2"]}),  # names are case-sensitive
+        ("a=caf\xe9", {"a": ["caf\xe9"]}),  # latin-1 as Starlette decodes headers
         ("garbage without pairs", {}),
-        ("a=1, b=2", {"a": "1, b=2"}),  # ',' is not a separator
+        ("a=1, b=2", {"a": ["1, b=2"]}),  # ',' is not a separator
     ],
 )
-def test_cookie_header(header: str, expected: dict[str, str]) -> None:
+def test_cookie_header(header: str, expected: dict[str, list[str | None]]) -> None:
     assert parse_cookie_header(header) == expected
 
 
 def test_cookie_header_bounds_the_number_of_pairs() -> None:
     header = "; ".join(f"c{i}={i}" for i in range(200))
-    assert parse_cookie_header(header, max_length=100_000) == {f"c{i}": str(i) for i in range(64)}
-    assert parse_cookie_header(header, max_cookies=3, max_length=100_000) == {"c0": "0", "c1": "1", "c2": "2"}
+    assert parse_cookie_header(header, max_length=100_000) == {f"c{i}": [str(i)] for i in range(64)}
+    assert parse_cookie_header(header, max_cookies=3, max_length=100_000) == {
+        "c0": ["0"],
+        "c1": ["1"],
+        "c2": ["2"],
+    }
 
 
 @pytest.mark.parametrize(
     ("max_length", "expected"),
     [
-        (3, {"a": "1"}),  # cut right before the ';': the last pair is whole
-        (4, {"a": "1"}),
-        (6, {"a": "1"}),  # "a=1;b=" : b is cut, dropped whole
-        (7, {"a": "1"}),  # "a=1;b=2" but the value goes on ("22"): dropped, not truncated
-        (9, {"a": "1", "b": "222"}),
-        (2, {}),
+        (3, {"a": ["1"]}),  # cut right before the ';': the last pair is whole
+        (4, {"a": ["1"]}),
+        (5, {"a": ["1"]}),  # "a=1;b": the cut pair's name may be longer: dropped
+        (6, {"a": ["1"], "b": [None]}),  # "a=1;b=" : b is cut: present, unreadable
+        (7, {"a": ["1"], "b": [None]}),  # "a=1;b=2" but the value goes on ("22"): unreadable, not truncated
+        (9, {"a": ["1"], "b": ["222"]}),
+        (2, {"a": [None]}),
     ],
 )
-def test_cookie_header_drops_a_pair_cut_by_the_length_limit(
-    max_length: int, expected: dict[str, str]
+def test_cookie_header_a_pair_cut_by_the_length_limit_is_unreadable(
+    max_length: int, expected: dict[str, list[str | None]]
 ) -> None:
     assert parse_cookie_header("a=1;b=222;c=3", max_length=max_length) == expected
 
 
 def test_huge_cookie_header_is_bounded() -> None:
     huge = "consent=" + "x" * 1_000_000
-    assert parse_cookie_header(huge) == {}
-    assert parse_cookie_header("a=1; " + huge) == {"a": "1"}
+    assert parse_cookie_header(huge) == {"consent": [None]}
+    assert parse_cookie_header("a=1; " + huge) == {"a": ["1"], "consent": [None]}
     assert parse_cookie_header(";" * 1_000_000) == {}
     many = "; ".join(f"n{i}=v" for i in range(100_000))
     assert len(parse_cookie_header(many)) == 64
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"),
+    [
+        ([sig(T, T, T, T)], sig(T, T, T, T)),
+        ([sig(T, T, T, T), sig(F, N, N, N)], sig(F, T, T, T)),
+        ([sig(N, N, N, N), sig(T, N, F, N)], sig(T, N, F, N)),
+        ([sig(T, T, N, N), DENIED, sig(T, T, T, T)], DENIED),
+        ([sig(N, T, N, N), sig(T, N, N, N)], sig(T, T, N, N)),
+    ],
+)
+def test_strictest_copy_wins_per_category(signals: list[ConsentSignal], expected: ConsentSignal) -> None:
+    assert strictest(signals) == expected
+    assert strictest(signals[::-1]) == expected  # order does not matter
 
 
 # ------------------------------------------------------------------------------------------- JSON cookies
@@ -234,8 +257,9 @@ def test_json_cookie_cookiebot_form(value: str, expected: ConsentSignal) -> None
 
 def test_cookiebot_through_the_cookie_header() -> None:
     stored = COOKIEBOT.replace("'", "%27").replace(",", "%2C")
-    cookies = parse_cookie_header(f"_ga=GA1.2.3; CookieConsent={stored}; other=1")
-    assert parse_json_cookie(cookies["CookieConsent"], COOKIEBOT_KEYS) == sig(T, F, F, N)
+    [value] = parse_cookie_header(f"_ga=GA1.2.3; CookieConsent={stored}; other=1")["CookieConsent"]
+    assert value is not None
+    assert parse_json_cookie(value, COOKIEBOT_KEYS) == sig(T, F, F, N)
 
 
 @pytest.mark.parametrize(
@@ -801,8 +825,9 @@ def test_published_examples_truncated(example: str) -> None:
 
 
 def test_euconsent_cookie_end_to_end() -> None:
-    cookies = parse_cookie_header(f"euconsent-v2={IAB_SERVICE_SPECIFIC}; other=x")
-    assert decode_tcf_v2(cookies["euconsent-v2"]).cmp_id == 21
+    [value] = parse_cookie_header(f"euconsent-v2={IAB_SERVICE_SPECIFIC}; other=x")["euconsent-v2"]
+    assert value is not None
+    assert decode_tcf_v2(value).cmp_id == 21
 
 
 # ---------------------------------------------------------------------------------------- TCF -> signal
@@ -942,3 +967,19 @@ def test_signals_are_frozen() -> None:
     with pytest.raises(AttributeError):
         signal.analytics = False  # type: ignore[misc]
     assert replace(signal, analytics=False) == sig(F, N, N, N)
+
+
+@given(st.one_of(st.text(max_size=300), st.text("{}[]\"':=,;|&%0123456789abcdefACQ-_. ", max_size=300)))
+def test_cookie_header_and_decoders_never_raise_on_generated_text(value: str) -> None:
+    for values in parse_cookie_header(value).values():
+        assert values and all(v is None or isinstance(v, str) for v in values)
+    for signal in (
+        parse_json_cookie(value),
+        parse_kv_cookie(value),
+        parse_kv_cookie(value, {"analytics": "a"}),
+    ):
+        assert all(getattr(signal, c) in (True, False, None) for c in CATEGORIES)
+    try:
+        tcf_to_signal(decode_tcf_v2(value))
+    except TCFError as exc:
+        assert str(exc).isascii()

@@ -76,6 +76,15 @@ NO_PURPOSES = Core(purposes=frozenset()).encode()
         # a consent cookie that is there but unreadable refuses, even over a granting default
         ({**TCF_COOKIE, "consent_defaults": {"analytics": True}}, None, "euconsent-v2=garbage!!", []),
         ({**JSON_COOKIE, "consent_defaults": {"analytics": True}}, None, "cc=%7Bnot-json", []),
+        # a repeated consent cookie (other paths or domains): a lenient copy never outvotes a refusing one
+        (KV_COOKIE, None, "cc=analytics:1; x=1; cc=analytics:0", []),
+        (KV_COOKIE, None, "cc=analytics:0; cc=analytics:1", []),
+        (KV_COOKIE, None, "cc=analytics:1; cc=analytics:1,marketing:1", ["analytics", "marketing"]),
+        (KV_COOKIE, None, "cc=analytics:1; cc=marketing:0", ["analytics"]),
+        ({**KV_COOKIE, "consent_defaults": {"analytics": True}}, None, "cc=analytics:1; cc=nonsense", []),
+        ({**KV_COOKIE, "consent_defaults": {"analytics": True}}, None, "cc=analytics:1; cc=a\x01", []),
+        (TCF_COOKIE, None, f"euconsent-v2={ALL_ANALYTICS}; euconsent-v2={NO_PURPOSES}", []),
+        (JSON_COOKIE, {"analytics": True}, "cc=" + quote('{"statistics":true}') + "; cc=%7B", []),
     ],
 )
 def test_consent_sources_and_precedence(
@@ -118,6 +127,26 @@ def test_dnt_is_an_analytics_opt_out_where_the_site_says_so(
     assert len(rows) == 1 - dropped
 
 
+@pytest.mark.parametrize(
+    ("cookie", "dropped"),
+    [
+        ("bp_optout=1", 1),
+        ("bp_optout=0; bp_optout=1", 1),  # any copy opts out, whichever comes first
+        ("bp_optout=1; bp_optout=0", 1),
+        ("bp_optout=; other=1; bp_optout=1", 1),
+        ("bp_optout=\x7f", 1),  # present but unreadable: the most restrictive reading
+        ("bp_optout=0; bp_optout=", 0),
+        ("bp_optout_x=1; xbp_optout=1", 0),
+    ],
+)
+def test_a_repeated_opt_out_cookie_opts_out_if_any_copy_does(
+    client: TestClient, ch: Client, database: str, cookie: str, dropped: int
+) -> None:
+    answer = post(client, dict(EVENT, consent={"analytics": True}), Cookie=cookie)
+    assert answer == {"accepted": 1 - dropped, "dropped": dropped}
+    assert len(stored_rows(ch, database, client)) == 1 - dropped
+
+
 def test_opt_out_cookie_drops_everything_and_is_counted(
     client: TestClient, ch: Client, database: str, settings: Settings
 ) -> None:
@@ -137,6 +166,10 @@ def test_opt_out_cookie_drops_everything_and_is_counted(
         ({"children_paths": ["/kids"]}, "https://example.com/kids", True),
         ({"children_paths": ["/kids/"]}, "https://example.com/kidsstore/x", False),
         ({"children_paths": ["/kids"]}, "https://example.com/grown-ups", False),
+        # spellings of the same page (issue 14): see tests/proxy/test_paths.py for generated ones
+        ({"children_paths": ["/kids"]}, "https://example.com//KIDS/./x/..;a=1/%67ames", True),
+        ({"children_paths": ["/Kids/"]}, "https://example.com/k%69ds%2Fgames;jsessionid=1", True),
+        ({"children_paths": ["/kids"]}, "https://example.com/kidsfoo", False),
     ],
 )
 def test_children_audience_is_stored_aggregate_only(

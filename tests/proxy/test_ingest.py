@@ -124,3 +124,56 @@ def test_a_client_that_disconnects_before_its_body_gets_no_answer(client: TestCl
     asyncio.run(ingest(scope, receive, send))
     assert sent == []
     assert rt.metrics.accepted == before
+
+
+def test_a_parser_failing_on_a_request_is_a_400_that_quotes_nothing(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parser raises only its documented errors (tests/fuzz/ checks that); should a bug make it raise
+    anything else, what it failed on is input it cannot read: 400, logged by type and line."""
+    from proxy import ingest
+
+    def boom(*args: Any) -> Any:
+        raise KeyError("jo@example.com")
+
+    monkeypatch.setattr(ingest, "parse_body", boom)
+    with caplog.at_level(logging.ERROR, logger="beaconproxy"):
+        r = client.post("/v1/events", content=EVENT, headers=H)
+    assert r.status_code == 400
+    assert r.json() == {"error": "request could not be parsed"}
+    assert "KeyError" in caplog.text and "jo@example.com" not in caplog.text
+
+
+def test_a_parser_failing_on_one_event_keeps_the_rest_of_the_batch(
+    client: TestClient,
+    ch: Client,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from proxy import parse
+
+    real = parse.parse_event
+
+    def flaky(doc: Any, limits: Any) -> Any:
+        if doc.get("title") == "boom":
+            raise TypeError("jo@example.com")
+        return real(doc, limits)
+
+    monkeypatch.setattr(parse, "parse_event", flaky)
+    body = orjson.dumps(
+        [
+            {"site": "demo", "url": "https://e.com/a"},
+            {"site": "demo", "url": "https://e.com/b", "title": "boom"},
+        ]
+    )
+    with caplog.at_level(logging.ERROR, logger="beaconproxy"):
+        r = client.post("/v1/events", content=body, headers=H)
+    assert r.status_code == 202
+    assert r.json() == {
+        "accepted": 1,
+        "dropped": 1,
+        "errors": [{"index": 1, "error": "event could not be read"}],
+    }
+    assert "TypeError" in caplog.text and "jo@example.com" not in caplog.text
+    assert [row["url"] for row in stored_rows(ch, database, client)] == ["https://e.com/a"]

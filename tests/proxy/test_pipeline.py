@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from config.settings import Settings
 from proxy import pipeline as pl
+from proxy.clientip import anonymise, format_ip
+from proxy.consent import parse_cookie_header
 from proxy.geo import GeoLookup
 from proxy.keys import DailySalt, SiteKeys
 from proxy.metrics import Metrics
@@ -16,6 +21,14 @@ from proxy.model import Beacon, Consent, DropReason
 from proxy.parse import EventError
 from proxy.subjects import Suppressions
 from tests.conftest import CHROME_UA
+from tests.proxy.test_clientip import (
+    enc_6to4,
+    enc_compatible,
+    enc_local_nat64,
+    enc_nat64,
+    enc_teredo,
+    enc_translated,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -93,9 +106,9 @@ def test_drop_no_consent_when_the_site_keeps_nothing_anonymous(run: Callable[...
 
 
 def test_drop_opted_out(run: Callable[..., pl.Outcome]) -> None:
-    out = run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": "1"})
+    out = run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": ["1"]})
     assert out.dropped == {DropReason.OPTED_OUT: 1}
-    assert len(run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": "0"}).events) == 1
+    assert len(run(Beacon(site="demo", url="https://e.com/"), cookies={"bp_optout": ["0"]}).events) == 1
 
 
 def test_drop_do_not_track(make_settings: Callable[..., Settings], geoip_files: tuple[str, str]) -> None:
@@ -293,3 +306,97 @@ def test_every_event_gets_its_own_random_version_4_id(run: Callable[..., pl.Outc
     ids = [e.event_id for out in batches for e in out.events]
     assert len(ids) == len(set(ids)) == 150
     assert {i.version for i in ids} == {4}
+
+
+# --- IPv4 addresses inside IPv6 (see tests/proxy/test_clientip.py for every form and bit) ----------
+
+
+@given(
+    host=st.integers(1, 254),
+    form=st.sampled_from(["plain", "6to4", "teredo", "nat64", "local96", "compatible", "translated"]),
+    bits=st.tuples(st.integers(0, 32), st.integers(0, 128)),
+)
+def test_a_client_ipv4_inside_ipv6_is_that_ipv4_for_geo_hash_and_truncation(
+    services: pl.Services, host: int, form: str, bits: tuple[int, int]
+) -> None:
+    v4 = bytes([203, 0, 113, host])  # NZ in the test GeoIP database, whichever host
+    address = {
+        "plain": v4,
+        "6to4": enc_6to4(v4, b"\x00\x01" + b"\x00" * 7 + b"\x01"),
+        "teredo": enc_teredo(v4),
+        "nat64": enc_nat64(v4),
+        "local96": enc_local_nat64(v4, 96),
+        "compatible": enc_compatible(v4),
+        "translated": enc_translated(v4),
+    }[form]
+    services.v4_bits, services.v6_bits = bits
+    pipeline = pl.Pipeline(services)
+
+    def visit(peer: bytes) -> pl.Visit:
+        info = pl.RequestInfo(peer=format_ip(peer), forwarded=None, user_agent=CHROME_UA, now=NOW)
+        start = pl.Visit(info=info, sites=frozenset({"demo"}), now_ms=info.now.timestamp() * 1000)
+        result = pl._run(pl.REQUEST_STEPS, start, services)
+        assert isinstance(result, pl.Visit)
+        return result
+
+    via = visit(address)
+    assert via.geo.country == "NZ"
+    assert via.visitor_hashes == visit(v4).visitor_hashes  # the same visitor as the plain address
+    stored = ipaddress.ip_address(via.ip)
+    assert stored.version == 4
+    assert int(stored) == int.from_bytes(v4, "big") & (((1 << bits[0]) - 1) << (32 - bits[0]))
+    info = pl.RequestInfo(peer=format_ip(address), forwarded=None, user_agent=CHROME_UA, now=NOW)
+    [event] = pipeline.process(info, [Beacon(site="demo", url="https://e.com/")]).events
+    assert event.ip == format_ip(anonymise(v4, *bits))
+
+
+# --- repeated cookies: the most restrictive copy wins ---------------------------------------------------
+
+CATEGORY_KEYS = ("analytics", "preferences", "marketing", "precise_location")
+copy_intents = st.one_of(
+    st.dictionaries(st.sampled_from(CATEGORY_KEYS), st.booleans(), min_size=1),  # readable
+    st.sampled_from(["nonsense", "", "analytics:maybe", "\x01analytics:1"]),  # present, unreadable
+)
+other_cookies = st.lists(
+    st.tuples(st.sampled_from(["_ga", "sid", "cc2", "xcc", "CC"]), st.text("abc:1,", max_size=10)), max_size=4
+)
+
+
+def _kv(intent: dict[str, bool] | str) -> str:
+    if isinstance(intent, str):
+        return intent
+    return ",".join(f"{k}:{int(v)}" for k, v in intent.items())
+
+
+@given(copies=st.lists(copy_intents, min_size=1, max_size=4), others=other_cookies, data=st.data())
+def test_a_repeated_consent_cookie_never_lets_a_lenient_copy_win(
+    make_settings: Callable[..., Settings],
+    copies: list[dict[str, bool] | str],
+    others: list[tuple[str, str]],
+    data: st.DataObject,
+) -> None:
+    settings = make_settings(
+        sites={
+            "demo": {
+                "consent_cookie": {"name": "cc", "format": "kv"},
+                "consent_defaults": {"analytics": True},
+            }
+        }
+    )
+    site = pl.SiteRegistry(settings.sites).get("demo")
+    assert site is not None
+    pairs = [("cc", _kv(c)) for c in copies] + others
+    pairs = data.draw(st.permutations(pairs))
+    sep = data.draw(st.sampled_from(["; ", ";", " ; "]))
+    cookies = parse_cookie_header(sep.join(f"{n}={v}" for n, v in pairs))
+    got = pl._cookie_signal(site, cookies)
+    # The oracle, from the intents: an unreadable copy refuses everything; otherwise a category is
+    # refused if any copy refuses it, granted if some copy grants it, else unsaid.
+    readable = [c for c in copies if isinstance(c, dict)]
+    for category in CATEGORY_KEYS:
+        said = [c[category] for c in readable if category in c]
+        if len(readable) < len(copies) or False in said:
+            expected: bool | None = False
+        else:
+            expected = True if said else None
+        assert getattr(got, category) is expected, (category, pairs)

@@ -4,6 +4,7 @@ row, the logs, the responses and the data directory are searched for what must n
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -230,3 +231,42 @@ def test_the_spool_holds_only_anonymised_events(make_settings: Callable[..., Set
         spooled = b"".join(p.read_bytes() for p in (settings.data_dir / "spool").glob("*.open"))
         assert spooled.count(b"https://example.com/u/") == 2  # both events are really in there
         assert_absent(spooled.decode("latin-1"), needles(FULL_V4, FULL_V6), "the spool")
+
+
+@pytest.mark.parametrize(
+    ("client", "tail"),
+    [
+        ("2002:cb00:714d:1::1", "cb00:714d"),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:34ff:8eb2", "34ff:8eb2"),  # Teredo, the client's address inverted
+        ("64:ff9b::203.0.113.77", "cb00:714d"),  # NAT64
+        ("64:ff9b:1::cb00:714d", "cb00:714d"),  # local-use NAT64, /96
+        ("::ffff:0:203.0.113.77", "cb00:714d"),  # IPv4-translated
+        ("::203.0.113.77", "cb00:714d"),  # IPv4-compatible
+    ],
+)
+@pytest.mark.parametrize("v6_bits", [48, 128])
+def test_an_ipv4_inside_ipv6_is_stored_truncated_like_ipv4(
+    make_settings: Callable[..., Settings],
+    ch: Client,
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+    client: str,
+    tail: str,
+    v6_bits: int,
+) -> None:
+    """The IPv4 address 203.0.113.77 in each IPv6 transition form: stored as 203.0.113.0 with its geo,
+    whatever the IPv6 prefix setting; neither the address nor its IPv6 spelling is kept anywhere."""
+    from proxy.app import create_app
+
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(privacy={"ipv6_prefix_bits": v6_bits})
+    with TestClient(create_app(settings), client=("127.0.0.1", 5000)) as c:
+        headers = {"User-Agent": CHROME_UA, "Content-Type": "application/json", "X-Forwarded-For": client}
+        r = c.post("/v1/events", json={"site": "demo", "url": "https://e.com/"}, headers=headers)
+        assert r.status_code == 202, r.text
+        [row] = stored_rows(ch, database, c)
+    assert (row["ip"], row["country"]) == ("203.0.113.0", "NZ")
+    leaks = [client, tail, FULL_V4, ".113.77", ipaddress.ip_address(client).exploded]
+    assert_absent(stored_text(ch, database), leaks, "a stored column")
+    assert_absent(caplog.text, leaks, "the logs")
+    assert_absent(data_dir_text(settings), leaks, "the data directory")

@@ -485,7 +485,9 @@ def test_every_action_is_audited_by_pseudonym_never_by_identifier(
         assert r.status_code == 200, (action, r.text)
         pseudonyms.append(r.headers.get("x-beacon-pseudonym") or r.json()["pseudonym"])
     w = client.post(
-        "/v1/consent/withdraw", json={"site": "demo", "client_id": Y}, headers={"User-Agent": CHROME_UA}
+        "/v1/consent/withdraw",
+        json={"site": "demo", "client_id": Y},
+        headers={"User-Agent": CHROME_UA, "Origin": "https://example.com"},
     )
     assert w.json() == {"withdrawn": True, "deleted": 1}
     # refused requests leave no audit row
@@ -610,7 +612,11 @@ def test_a_store_that_cannot_take_pending_rows_is_503_not_400(
     r = subject(client, settings, "delete", {"site": "demo", "client_id": X})
     assert r.status_code == 503
     assert r.headers["retry-after"]
-    w = client.post("/v1/consent/withdraw", json={"site": "demo", "client_id": X})
+    w = client.post(
+        "/v1/consent/withdraw",
+        json={"site": "demo", "client_id": X},
+        headers={"Origin": "https://example.com"},
+    )
     assert w.status_code == 503
     assert w.headers["retry-after"]
 

@@ -268,8 +268,11 @@ def test_consent_cookie_and_global_privacy_control(
             loaded(page)
             granted = rows(proxy, "site = 'ck' AND client_id IS NOT NULL", want=1)
             assert page.evaluate("() => localStorage.getItem('bp_cid')")
-            # The CMP records a refusal: the next beacon forgets the ids and withdraws.
-            page.evaluate("() => { " + set_cookie("cmpkv", "'analytics:0,preferences:1'") + " }")
+            # The CMP records a refusal in a second copy of its cookie (a more specific path): copies
+            # that differ refuse everything, so the next beacon forgets the ids and withdraws.
+            refusal = set_cookie("cmpkv", "'analytics:0,preferences:1'").replace("path=/", "path=/kv")
+            page.evaluate("() => { " + refusal + " }")
+            assert page.evaluate("() => document.cookie.split('cmpkv=').length") == 3  # two copies
             page.evaluate("() => bp('event', 'later')")
             assert page.evaluate("() => [localStorage.length, sessionStorage.length]") == [0, 0]
             wait_for(
@@ -290,7 +293,7 @@ def test_consent_cookie_and_global_privacy_control(
 
     assert summary(granted) == [("pageview", "pageview", "/kv", {}, ["analytics", "preferences"])]
     assert summary(kv_rows) == [
-        ("event", "engagement", "/kv", {}, ["preferences"]),
-        ("event", "later", "/kv", {}, ["preferences"]),
+        ("event", "engagement", "/kv", {}, []),
+        ("event", "later", "/kv", {}, []),
     ]
     assert all(r["client_id"] is None and r["session_id"] is None for r in kv_rows)

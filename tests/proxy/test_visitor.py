@@ -58,8 +58,9 @@ def cookie_parts(r: Response) -> tuple[str, dict[str, str]]:
     return first, parsed
 
 
-def withdraw(c: TestClient, body: Any, origin: str | None = None) -> Response:
-    headers = {"Content-Type": "application/json", "User-Agent": CHROME_UA}
+def withdraw(c: TestClient, body: Any, origin: str | None = "https://example.com", **extra: str) -> Response:
+    """From a page (the demo site allows any origin) unless ``origin`` is None."""
+    headers = {"Content-Type": "application/json", "User-Agent": CHROME_UA, **extra}
     if origin:
         headers["Origin"] = origin
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -318,3 +319,72 @@ def test_withdraw_cors_is_per_site(make_settings: Callable[..., Settings]) -> No
         r = withdraw(c, {"site": "shop", "client_id": X}, origin="https://demo.example")
         assert r.status_code == 403
         assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.parametrize("origin", [None, "null"])
+def test_withdraw_needs_an_origin_a_page_would_send(
+    client: TestClient, ch: Client, database: str, origin: str | None
+) -> None:
+    """Browsers send Origin on every POST; without one (or with the opaque "null") the request is not from
+    a page of the site, even for a site that allows any origin. Operators use the admin API."""
+    post(client, ev("/x", client_id=X))
+    r = withdraw(client, {"site": "demo", "client_id": X}, origin=origin)
+    assert r.status_code == 403
+    assert "Origin" in r.json()["error"] and X not in r.text
+    assert len(stored_rows(ch, database, client)) == 1
+    assert ch.command(f"SELECT count() FROM {database}.audit_log") == 0
+
+
+def test_withdraw_preflight_answers_as_the_post_will(client: TestClient) -> None:
+    def preflight(origin: str | None) -> Response:
+        headers = {"Access-Control-Request-Method": "POST"}
+        if origin:
+            headers["Origin"] = origin
+        return client.options("/v1/consent/withdraw", headers=headers)
+
+    ok = preflight(SHOP)
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-methods"] == "POST, OPTIONS"
+    assert ok.headers["access-control-allow-origin"] == SHOP
+    for refused in (None, "null"):
+        r = preflight(refused)
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+    assert client.options("/v1/events", headers={"Origin": "null"}).status_code == 204  # beacons: unchanged
+
+
+def test_withdraw_is_rate_limited_per_client_prefix(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(server={"withdraw_per_client_per_minute": 3})
+    app = create_app(settings)
+    with TestClient(app, client=("203.0.113.9", 5000)) as first:
+        body = {"site": "demo", "client_id": X}
+        assert [withdraw(first, body).status_code for _ in range(3)] == [200, 200, 200]
+        limited = withdraw(first, body, origin=SHOP)
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.headers["access-control-allow-origin"] == SHOP  # the page can read the answer
+        assert limited.headers["access-control-expose-headers"] == "Retry-After"
+        assert X not in limited.text and "203.0.113" not in limited.text
+        # counted per truncated prefix: the same /24 shares the limit, bad requests count too
+        same_prefix = TestClient(app, client=("203.0.113.200", 5000))
+        assert withdraw(same_prefix, b"not json").status_code == 429
+        other = TestClient(app, client=("198.51.100.20", 5000))
+        assert withdraw(other, body).status_code == 200
+        # behind the trusted loopback proxy, the forwarded client is the one counted
+        proxied = TestClient(app, client=("127.0.0.1", 5000))
+        assert withdraw(proxied, body, **{"X-Forwarded-For": "203.0.113.7"}).status_code == 429
+        assert withdraw(proxied, body, **{"X-Forwarded-For": "192.0.2.30"}).status_code == 200
+        # an IPv4 client inside an IPv6 form is the same client
+        assert withdraw(proxied, body, **{"X-Forwarded-For": "2002:cb00:7109::1"}).status_code == 429
+
+
+def test_withdraw_is_rate_limited_per_site(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(server={"withdraw_per_site_per_minute": 2})
+    app = create_app(settings)
+    with TestClient(app, client=("127.0.0.1", 5000)) as c:
+        statuses = [
+            withdraw(c, {"site": "demo", "client_id": X}, **{"X-Forwarded-For": f"198.51.{n}.1"}).status_code
+            for n in range(4)
+        ]
+        assert statuses == [200, 200, 429, 429]
+        shop = withdraw(c, {"site": "shop", "client_id": X}, origin=SHOP, **{"X-Forwarded-For": "192.0.2.1"})
+        assert shop.status_code == 200  # another site has its own limit

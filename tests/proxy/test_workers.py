@@ -137,6 +137,29 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
     eventually(lambda: count(environ, "url = 'https://e.com/blocked'") == 8)
     assert count(environ, "client_id IS NOT NULL") == 0
 
+    # Consent withdrawal is forwarded to the primary, which rate-limits it for every worker (10 a minute
+    # per client by default), keyed by the prefix the worker resolved: a client's own claim is replaced.
+    def withdraw(n: int) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/consent/withdraw",
+            data=orjson.dumps({"site": "demo", "client_id": "w-raw-2"}),
+            headers={
+                "Content-Type": "application/json",
+                "Origin": "https://example.com",
+                "X-Beaconproxy-Client": f"198.51.100.{n}",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with ThreadPoolExecutor(4) as pool:
+        withdrawals = list(pool.map(withdraw, range(14)))
+    assert sorted(withdrawals) == [200] * 10 + [429] * 4
+
     # Late events, then a group-wide SIGTERM: workers seal, the primary ships, nothing is left behind.
     for n in range(20):
         assert post(port, {"site": "demo", "url": f"https://e.com/late{n}"}) == 202

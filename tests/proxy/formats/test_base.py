@@ -9,13 +9,15 @@ from proxy.formats.base import (
     TooLarge,
     b64decode,
     clamp_int,
+    collect,
     decompress,
     iso_ms,
     same_user_agent,
     scalar_props,
     screen_of,
 )
-from proxy.parse import Limits, RequestError
+from proxy.model import Beacon
+from proxy.parse import Limits, RequestError, UnreadableEvent
 
 
 def test_decompress_reads_gzip_zlib_and_gzip_members_back_to_back() -> None:
@@ -112,3 +114,29 @@ def test_small_converters() -> None:
     assert same_user_agent(["ua1", None, "ua1"]) == "ua1"
     assert same_user_agent(["ua1", "ua2"]) is None
     assert same_user_agent([None, ""]) is None
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "9" * 5000, "1e3", "-1", " ", "12x"])
+def test_clamp_int_refuses_what_int_would_refuse_or_misread(value: str) -> None:
+    # "²" passes str.isdigit() but int() raises; 5000 digits exceed int()'s conversion limit.
+    assert clamp_int(value, 0, 10**30) is None
+    assert screen_of(f"{value}x{value}") is None
+
+
+@pytest.mark.parametrize("value", ["€abc", "aGk=\u00e9", "\udc80"])
+def test_b64decode_non_ascii_text_is_a_request_error(value: str) -> None:
+    with pytest.raises(RequestError):
+        b64decode(value, 1000)
+
+
+def test_collect_keeps_the_batch_when_one_event_fails_unexpectedly() -> None:
+    def one(item: object) -> tuple[dict[str, object] | None, object]:
+        if item == "boom":
+            raise KeyError("a bug")
+        return {"site": "demo", "url": f"https://e.com/{item}"}, None
+
+    parsed = collect(["a", "boom", "b"], one, Limits())
+    first, failed, last = parsed.beacons
+    assert isinstance(failed, UnreadableEvent) and str(failed) == "event could not be read"
+    assert isinstance(failed.__cause__, KeyError)
+    assert [b.url for b in (first, last) if isinstance(b, Beacon)] == ["https://e.com/a", "https://e.com/b"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import gzip
 import random
+from urllib.parse import quote
 
 import lzstring
 import orjson
@@ -155,3 +156,22 @@ def test_lz64_input_is_kept_small_since_it_is_decoded_in_python() -> None:
     assert len(big) > posthog.MAX_LZ64_CHARS
     with pytest.raises(TooLarge, match="send gzip instead"):
         posthog.parse(foreign("/e/", big.encode(), query={"compression": "lz64"}, max_decompressed=1 << 24))
+
+
+@pytest.mark.parametrize("title", ["Страница", "price €5", "日本語", "emoji 🎉", "é"])
+def test_data_with_non_latin1_characters_in_a_query_or_form(title: str) -> None:
+    """Issue 14: a GET ?data= (or form field) holding JSON with characters outside Latin-1 answered 500."""
+    doc = {
+        "event": "$pageview",
+        "properties": {"token": "demo", "$current_url": "https://e.com/", "title": title},
+    }
+    text = orjson.dumps(doc).decode()
+    [b] = only_beacons(posthog.parse(foreign("/e/", method="GET", query={"data": text})))
+    assert b.title == title
+    form = f"data={quote(text)}".encode()
+    [b] = only_beacons(
+        posthog.parse(foreign("/e/", form, headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    )
+    assert b.title == title
+    with pytest.raises(RequestError):  # not JSON, base64 or lz64 once decoded: a clear 400
+        posthog.parse(foreign("/e/", method="GET", query={"data": "Страница"}))

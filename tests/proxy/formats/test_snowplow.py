@@ -77,3 +77,26 @@ def test_mixed_user_agents_fall_back_to_the_header() -> None:
 def test_unusable_bodies(body: bytes) -> None:
     with pytest.raises(RequestError):
         snowplow.parse(foreign(snowplow.TP2_PATH, body))
+
+
+@pytest.mark.parametrize("kind", [["pv"], {"e": "pv"}, 7, None, True])
+def test_an_event_whose_e_is_not_a_string_is_dropped_and_the_batch_kept(kind: object) -> None:
+    """Issue 14: a non-string 'e' used to raise TypeError (a 500) and lose the valid events beside it."""
+    good = {"e": "pv", "aid": "demo", "url": "https://example.com/ok"}
+    parsed = snowplow.parse(
+        foreign(
+            "/com.snowplowanalytics.snowplow/tp2",
+            {"schema": SCHEMA, "data": [good, {**good, "e": kind}, good]},
+        )
+    )
+    first, bad, last = parsed.beacons
+    assert isinstance(first, Beacon) and isinstance(last, Beacon)
+    assert isinstance(bad, EventError) and str(bad) == "field 'e' must be pv, se, ue, pp, tr or ti"
+
+
+def test_ue_px_with_non_ascii_text_is_a_bad_event_not_a_failure() -> None:
+    event = {"e": "ue", "aid": "demo", "url": "https://example.com/", "ue_px": "eyJ€"}
+    [bad] = snowplow.parse(
+        foreign("/com.snowplowanalytics.snowplow/tp2", {"schema": SCHEMA, "data": [event]})
+    ).beacons
+    assert isinstance(bad, EventError) and "ue_px" in str(bad)
