@@ -244,12 +244,12 @@ class RuntimeCollector(Collector):
         up = GaugeMetricFamily(
             "beacon_background_up",
             "1 while every process's instance of this background job runs, 0 while one is down",
-            labels=["job"],
+            labels=["name"],
         )
         failures = CounterMetricFamily(
             "beacon_background_failures",
             "Unexpected failures of a background job (each one restarted with backoff)",
-            labels=["job"],
+            labels=["name"],
         )
         for job in sorted(m.job_failures.keys() | m.jobs_down.keys()):
             up.add_metric([job], 0 if m.jobs_down.get(job, 0) else 1)

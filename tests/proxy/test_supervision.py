@@ -83,7 +83,7 @@ def test_a_dead_shipper_is_restarted_and_readyz_says_not_ready_meanwhile(
     assert r.json()["down"] == ["shipper"]
     assert r.json()["sink_healthy"] is False
     assert r.json()["background"]["shipper"]["last_error"] == "OSError"
-    assert metric(app_client, 'beacon_background_up{job="shipper"}').endswith(" 0.0")
+    assert metric(app_client, 'beacon_background_up{name="shipper"}').endswith(" 0.0")
 
     fault.on = False  # descriptors are free again
     assert wait_for(lambda: rt.shipper.job.up)  # type: ignore[union-attr]
@@ -91,10 +91,10 @@ def test_a_dead_shipper_is_restarted_and_readyz_says_not_ready_meanwhile(
     rows = stored_rows(ch, database, app_client)
     assert sorted(int(r["props"]["seq"]) for r in rows) == list(range(accepted))
     assert rt.shipper.job.failures >= 1
-    assert metric(app_client, 'beacon_background_failures_total{job="shipper"}') != (
-        'beacon_background_failures_total{job="shipper"} 0.0'
+    assert metric(app_client, 'beacon_background_failures_total{name="shipper"}') != (
+        'beacon_background_failures_total{name="shipper"} 0.0'
     )
-    assert metric(app_client, 'beacon_background_up{job="shipper"}').endswith(" 1.0")
+    assert metric(app_client, 'beacon_background_up{name="shipper"}').endswith(" 1.0")
 
 
 def test_a_dead_spool_writer_refuses_with_503_then_recovers(
