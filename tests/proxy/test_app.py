@@ -248,10 +248,13 @@ def test_admin_endpoints_need_the_token(client: TestClient, settings: Settings) 
 def test_admin_query_is_read_only(client: TestClient, settings: Settings, database: str) -> None:
     token = (settings.data_dir / "admin_token").read_text().strip()
     auth = {"Authorization": f"Bearer {token}"}
-    for sql in (f"DROP TABLE {database}.events", f"INSERT INTO {database}.events (site) VALUES ('x')"):
+    for sql, says in (
+        (f"DROP TABLE {database}.events", "DROP is not allowed"),
+        (f"INSERT INTO {database}.events (site) VALUES ('x')", "INSERT is not allowed"),
+    ):
         r = client.post("/admin/query", content=sql.encode(), headers=auth)
         assert r.status_code == 400
-        assert "readonly" in r.json()["error"].lower()
+        assert says in r.json()["error"]
     r = client.post(
         "/admin/query", content=f"SELECT count() AS n FROM {database}.events".encode(), headers=auth
     )
