@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any
 
 import clickhouse_connect
@@ -72,6 +73,7 @@ class ClickHouseSink:
         # session settings, which chDB keeps per connection, so the writer is never read-only.
         self._query_client: Client | None = None
         self._functions: adminsql.FunctionCatalog | None = None
+        self._admin_lock = threading.Lock()  # admin queries arrive on several threads
         self._healthy = False
 
     @property
@@ -174,10 +176,11 @@ class ClickHouseSink:
         """Admin SQL, answered as JSON lines (one object per row). ClickHouse parses it and
         ``sinks.adminsql`` lets only reads of this proxy's tables run, under the admin limits; anything
         else is an :class:`adminsql.AdminSQLError` saying what is not allowed."""
-        if self._functions is None:  # on the store's own connection: the admin limits would cut it short
-            self._functions = adminsql.FunctionCatalog.load(self.client)
-        client = self._admin_client()
-        run = adminsql.confine(client, sql, self.database, self._functions)
+        with self._admin_lock:
+            if self._functions is None:  # on the store's own connection: the admin limits would cut it short
+                self._functions = adminsql.FunctionCatalog.load(self.client)
+            functions, client = self._functions, self._admin_client()
+        run = adminsql.confine(client, sql, self.database, functions)
         try:
             data: Any = client.raw_query(run, fmt="JSONEachRow")
         except ClickHouseError as exc:
