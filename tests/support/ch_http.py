@@ -37,7 +37,7 @@ What is served:
   headers or ``user``/``password`` URL parameters; wrong credentials -> 401 with code 516. Optionally a
   second user (``--reader-user``/``--reader-password``) that may only read, like a user granted SELECT
   and nothing else: it may set settings, and any statement that produces no result (INSERT, DDL,
-  SYSTEM, ...) answers ACCESS_DENIED (497).
+  SYSTEM, ...) answers ACCESS_DENIED (497). Grants on tables and table functions are not emulated.
 
 Known gaps (by design; extend when a test needs it):
 
