@@ -99,6 +99,27 @@ class GeoipSettings(_Section):
     cache_size: int = Field(65536, ge=0)
 
 
+class AdminQuerySettings(_Section):
+    """Admin SQL (``POST /admin/query``, ``beaconproxy query``): ClickHouse's own limits on every query, and
+    the connection it runs on. Checked at start-up; ClickHouse enforces them while the query runs."""
+
+    # A remote store only: a separate connection for admin queries, as a user that may only read this
+    # proxy's database (README, "Admin SQL"). Empty: the store's own connection.
+    dsn: str = ""
+    max_seconds: float = Field(30.0, gt=0, le=3600)  # max_execution_time
+    max_memory_bytes: int = Field(1024**3, ge=16 * 1024**2, le=1024**4)  # max_memory_usage
+    max_result_rows: int = Field(100_000, ge=1, le=100_000_000)  # max_result_rows, overflow throws
+    # max_result_bytes (uncompressed, in ClickHouse): the answer is held in memory before it is sent.
+    max_result_bytes: int = Field(100 * 1024**2, ge=1024**2, le=16 * 1024**3)
+
+    @field_validator("dsn")
+    @classmethod
+    def _remote(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// DSN (a remote store's read-only user)")
+        return v
+
+
 class ClickhouseSettings(_Section):
     # chdb://<path> (embedded) or http(s)://user:password@host:port. Empty: chdb://<data_dir>/clickhouse.
     dsn: str = ""
@@ -110,6 +131,14 @@ class ClickhouseSettings(_Section):
     aggregate_retention_days: int = Field(1825, ge=1, le=36500)
     audit_retention_days: int = Field(1825, ge=1, le=36500)
     compress: bool = True
+    admin_query: AdminQuerySettings = AdminQuerySettings()
+
+    @model_validator(mode="after")
+    def _admin_connection(self) -> ClickhouseSettings:
+        # The embedded store has one process and no users: a second connection cannot be more restricted.
+        if self.admin_query.dsn and not self.dsn.startswith(("http://", "https://")):
+            raise ValueError("admin_query.dsn needs a remote store (an http(s):// clickhouse.dsn)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -27,7 +27,7 @@ from proxy.keys import SiteKeys, load_or_create_secret
 from proxy.logs import configure_logging
 from proxy.subjects import SubjectError, SubjectService, SubjectUnavailable, Suppressions
 from sinks.base import SinkError
-from sinks.clickhouse import ClickHouseSink
+from sinks.clickhouse import ClickHouseSink, redact_dsn
 from sinks.subject_store import SubjectStore
 
 log = logging.getLogger("beaconproxy")
@@ -325,7 +325,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     for section, key in (("server", "admin_token"), ("privacy", "pseudonym_secret")):
         if data[section][key]:
             data[section][key] = "***"
-    data["clickhouse"]["dsn"] = settings.clickhouse_dsn
+    data["clickhouse"]["dsn"] = redact_dsn(settings.clickhouse_dsn)
+    data["clickhouse"]["admin_query"]["dsn"] = redact_dsn(settings.clickhouse.admin_query.dsn)
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any
 
 import clickhouse_connect
@@ -20,18 +21,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from config.schema import PSEUDONYM_COLUMNS, TABLES, days_ttl, ddl_statements, normalised_ttl
 from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS
+from sinks import adminsql
 from sinks.base import SinkError
 from sinks.codec import EventBlock
 
 log = logging.getLogger(__name__)
 _CODE = re.compile(r"Code: (\d+)")
-# readonly=2: no writes or DDL, but the client may still set per-query format settings.
-# 64-bit integers as JSON numbers and URLs without escaped slashes, whatever the server's defaults.
-READONLY_JSON = {
-    "readonly": 2,
-    "output_format_json_quote_64bit_integers": 0,
-    "output_format_json_escape_forward_slashes": 0,
-}
 
 
 def safe_error(exc: BaseException) -> str:
@@ -44,8 +39,12 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", dsn)
 
 
-def connect(dsn: str, *, compress: bool = True, database: str | None = None) -> Client:
+def connect(
+    dsn: str, *, compress: bool = True, database: str | None = None, settings: dict[str, Any] | None = None
+) -> Client:
     extra: dict[str, Any] = {"database": database} if database else {}
+    if settings:
+        extra["settings"] = settings
     try:
         if dsn.startswith("chdb://"):
             return clickhouse_connect.get_client(dsn=dsn, **extra)
@@ -70,9 +69,11 @@ class ClickHouseSink:
         self.compress = settings.compress
         self.table = f"{self.database}.events"
         self._client: Client | None = None
-        # Read-only queries get their own client: chDB applies per-query settings to a session and
-        # cannot reset readonly afterwards, so sharing one would leave the writer read-only.
+        # Admin SQL gets its own connection (sinks.adminsql): readonly=1 and the admin limits are its
+        # session settings, which chDB keeps per connection, so the writer is never read-only.
         self._query_client: Client | None = None
+        self._functions: adminsql.FunctionCatalog | None = None
+        self._admin_lock = threading.Lock()  # admin queries arrive on several threads
         self._healthy = False
 
     @property
@@ -172,16 +173,32 @@ class ClickHouseSink:
         self._healthy = True
 
     def query_json(self, sql: str) -> bytes:
-        """Read-only SQL, answered as JSON lines (one object per row)."""
-        if self._query_client is None:
-            # unqualified table names in analysts' SQL resolve to our database
-            self._query_client = connect(self.dsn, compress=self.compress, database=self.database)
+        """Admin SQL, answered as JSON lines (one object per row). ClickHouse parses it and
+        ``sinks.adminsql`` lets only reads of this proxy's tables run, under the admin limits; anything
+        else is an :class:`adminsql.AdminSQLError` saying what is not allowed."""
+        with self._admin_lock:
+            if self._functions is None:  # on the store's own connection: the admin limits would cut it short
+                self._functions = adminsql.FunctionCatalog.load(self.client)
+            functions, client = self._functions, self._admin_client()
+        run = adminsql.confine(client, sql, self.database, functions)
         try:
-            data: Any = self._query_client.raw_query(sql, fmt="JSONEachRow", settings=READONLY_JSON)
+            data: Any = client.raw_query(run, fmt="JSONEachRow")
         except ClickHouseError as exc:
-            # Query errors go back to the operator who wrote the SQL; they may quote the SQL, not row data.
-            raise SinkError(str(exc).split("\n", 1)[0][:500]) from None
+            raise adminsql.query_error(exc, self.settings.admin_query) from None
         return bytes(data)
+
+    def _admin_client(self) -> Client:
+        if self._query_client is None:
+            # On a remote store, a separate read-only user when one is configured. Unqualified table
+            # names in the admin's SQL resolve to our database.
+            limits = self.settings.admin_query
+            self._query_client = connect(
+                limits.dsn or self.dsn,
+                compress=self.compress,
+                database=self.database,
+                settings=adminsql.session_settings(limits),
+            )
+        return self._query_client
 
     def columns(self) -> list[tuple[str, str, str, str]]:
         """(table, column, type, comment) of every table the proxy owns, in table order."""

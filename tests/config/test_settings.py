@@ -530,6 +530,44 @@ def test_pseudonym_retention_cannot_outlive_the_row() -> None:
     assert ClickhouseSettings(retention_days=30, pseudonym_retention_days=7).pseudonym_retention_days == 7
 
 
+def test_admin_query_limits_have_defaults_and_env_overrides() -> None:
+    limits = load_settings(environ={}).clickhouse.admin_query
+    assert (limits.dsn, limits.max_seconds, limits.max_memory_bytes) == ("", 30.0, 1024**3)
+    assert (limits.max_result_rows, limits.max_result_bytes) == (100_000, 100 * 1024**2)
+    s = load_settings(
+        environ={
+            "BEACONPROXY_CLICKHOUSE__DSN": "https://writer:w@ch.example:8443",
+            "BEACONPROXY_CLICKHOUSE__ADMIN_QUERY": (
+                '{"dsn": "https://reader:r@ch.example:8443", "max_seconds": 5}'
+            ),
+        }
+    )
+    assert s.clickhouse.admin_query.dsn == "https://reader:r@ch.example:8443"
+    assert (s.clickhouse.admin_query.max_seconds, s.clickhouse.admin_query.max_result_rows) == (5.0, 100_000)
+
+
+@pytest.mark.parametrize(
+    ("admin_query", "message"),
+    [
+        ('{"max_seconds": 0}', "clickhouse.admin_query.max_seconds: Input should be greater than 0"),
+        ('{"max_seconds": 7200}', "clickhouse.admin_query.max_seconds: Input should be less than or equal"),
+        ('{"max_memory_bytes": 1024}', "clickhouse.admin_query.max_memory_bytes: Input should be greater"),
+        ('{"max_result_rows": 0}', "clickhouse.admin_query.max_result_rows: Input should be greater"),
+        ('{"max_result_bytes": -1}', "clickhouse.admin_query.max_result_bytes: Input should be greater"),
+        ('{"max_rows": 5}', "unknown setting 'clickhouse.admin_query.max_rows'"),
+        (
+            '{"dsn": "chdb:///tmp/x"}',
+            "clickhouse.admin_query.dsn: Value error, must be an http:// or https://",
+        ),
+        # a separate user exists only on a remote store
+        ('{"dsn": "https://reader:r@ch.example:8443"}', "admin_query.dsn needs a remote store"),
+    ],
+)
+def test_bad_admin_query_settings_fail_at_start(admin_query: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_settings(environ={"BEACONPROXY_CLICKHOUSE__ADMIN_QUERY": admin_query})
+
+
 def test_events_table_has_exactly_the_event_model_columns() -> None:
     """The sink inserts by column name, so the set must match (order is free)."""
     create_table = ddl_statements("beacon", ClickhouseSettings())[1]

@@ -136,7 +136,8 @@ def test_serve_post_query_stop_query(server: subprocess.Popen[str], env: dict[st
 
     bad = cli("query", "DROP TABLE events", env=env)
     assert bad.returncode == 1
-    assert "readonly" in bad.stderr.lower()
+    assert "DROP is not allowed" in bad.stderr
+    assert_admin_sql_is_confined(env)  # through the running proxy's admin endpoint
 
     server.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it
@@ -151,6 +152,20 @@ def test_serve_post_query_stop_query(server: subprocess.Popen[str], env: dict[st
     stopped = cli("query", sql, env=env)  # opens the embedded store itself
     assert stopped.returncode == 0, stopped.stderr
     assert [orjson.loads(line) for line in stopped.stdout.splitlines()] == [expected]
+    assert_admin_sql_is_confined(env)  # the same check, with the store opened by the command
+
+
+def assert_admin_sql_is_confined(env: dict[str, str]) -> None:
+    data = Path(env["BEACONPROXY_DATA_DIR"])
+    secrets = [(data / name).read_text().strip() for name in ("admin_token", "pseudonym_secret")]
+    for sql, says in (
+        (f"SELECT file('{data / 'admin_token'}')", "function file() is not allowed"),
+        (f"SELECT * FROM url('file://{data / 'pseudonym_secret'}', 'RawBLOB')", "table function url()"),
+    ):
+        refused = cli("query", sql, env=env)
+        assert refused.returncode == 1, refused.stdout
+        assert says in refused.stderr
+        assert not any(secret in refused.stdout + refused.stderr for secret in secrets)
 
 
 def test_unknown_setting_fails_at_start_naming_the_key(env: dict[str, str]) -> None:
@@ -178,6 +193,21 @@ def test_config_command_hides_secrets(
     data = orjson.loads(out)
     assert data["privacy"]["pseudonym_secret"] == "***"
     assert data["clickhouse"]["dsn"] == f"chdb://{tmp_path}/clickhouse"
+
+
+def test_config_command_hides_dsn_passwords(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BEACONPROXY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BEACONPROXY_CLICKHOUSE__DSN", "https://writer:w-pass-1@ch.example:8443")
+    monkeypatch.setenv(
+        "BEACONPROXY_CLICKHOUSE__ADMIN_QUERY", '{"dsn": "https://reader:r-pass-2@ch.example:8443"}'
+    )
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "w-pass-1" not in out and "r-pass-2" not in out
+    data = orjson.loads(out)
+    assert data["clickhouse"]["admin_query"]["dsn"] == "https://***@ch.example:8443"
 
 
 # --- data-subject requests and the inventory from the command line -------------------------------------

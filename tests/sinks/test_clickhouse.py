@@ -12,7 +12,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from config.settings import ClickhouseSettings
+from config.settings import AdminQuerySettings, ClickhouseSettings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
@@ -154,7 +154,8 @@ def test_schema_drift_fails_at_start(chdb_dsn: str, database: str, ch: Client) -
 
 
 def test_query_json_is_read_only(sink: ClickHouseSink) -> None:
-    with pytest.raises(SinkError, match=r"(?i)readonly"):
+    """Admin SQL is confined by sinks.adminsql (tests/sinks/test_adminsql.py has the cases)."""
+    with pytest.raises(SinkError, match="DROP is not allowed"):
         sink.query_json(f"DROP TABLE {sink.table}")
     assert sink.query_json(f"SELECT count() AS n FROM {sink.table}") == b'{"n":0}\n'
 
@@ -182,13 +183,45 @@ def test_remote_http_path(tmp_path: Path) -> None:
         assert len(rows) == 3
         assert rows[0]["props"] == {"plan": "pro", "n": "3"}
         assert rows[0]["consent"] == ["analytics", "marketing"]
-        with pytest.raises(SinkError, match=r"(?i)readonly"):
+        with pytest.raises(SinkError, match="DROP is not allowed"):
             sink.query_json("DROP TABLE remote_db.events")
+        with pytest.raises(SinkError, match=r"table function file\(\) is not allowed"):
+            sink.query_json("SELECT * FROM file('/etc/passwd', 'LineAsString')")
         sink.close()
         bad = ClickHouseSink(dsn.replace(":pw@", ":wrong@"), ch_settings("remote_db"))
         with pytest.raises(SinkError) as err:
             bad.start()
         assert "wrong" not in str(err.value)
+
+
+def test_admin_queries_run_on_the_configured_read_only_connection(tmp_path: Path) -> None:
+    """clickhouse.admin_query.dsn: admin SQL goes through that user, and only admin SQL does."""
+    with clickhouse_http_server(
+        tmp_path / "remote", user="beacon", password="pw", reader=("analyst", "read-pw")
+    ) as dsn:
+        reader = dsn.replace("beacon:pw@", "analyst:read-pw@")
+        settings = ch_settings("remote_db").model_copy(
+            update={"dsn": dsn, "admin_query": AdminQuerySettings(dsn=reader, max_result_rows=2)}
+        )
+        sink = ClickHouseSink(dsn, settings)
+        sink.start()
+        sink.write(EventBlock.of([full_event(i) for i in range(3)]), "remote-admin")
+        assert sink.query_json("SELECT count() AS n FROM events") == b'{"n":3}\n'
+        with pytest.raises(SinkError, match=r"max_result_rows \(2 rows\)"):  # the admin limits apply there
+            sink.query_json("SELECT event_id FROM events")
+        sink.close()
+
+        # The same with a wrong password for the read-only user: ingestion still works, admin SQL does not.
+        wrong = settings.model_copy(
+            update={"admin_query": AdminQuerySettings(dsn=reader.replace("read-pw", "wrong"))}
+        )
+        sink = ClickHouseSink(dsn, wrong)
+        sink.start()
+        sink.write(EventBlock.of([full_event(7)]), "remote-admin-2")
+        with pytest.raises(SinkError, match="cannot connect") as err:
+            sink.query_json("SELECT count() AS n FROM events")
+        assert "wrong" not in str(err.value)
+        sink.close()
 
 
 def test_daily_aggregates_count_each_event_once_even_on_replay(sink: ClickHouseSink, ch: Client) -> None:

@@ -34,7 +34,10 @@ What is served:
   and an HTTP status derived from the code (401 auth, 403 readonly, 400 bad query, 404 unknown
   table/database, 501 not implemented, 500 otherwise).
 * Optional authentication (``--user``/``--password``): basic auth, ``X-ClickHouse-User``/``-Key``
-  headers or ``user``/``password`` URL parameters; wrong credentials -> 401 with code 516.
+  headers or ``user``/``password`` URL parameters; wrong credentials -> 401 with code 516. Optionally a
+  second user (``--reader-user``/``--reader-password``) that may only read, like a user granted SELECT
+  and nothing else: it may set settings, and any statement that produces no result (INSERT, DDL,
+  SYSTEM, ...) answers ACCESS_DENIED (497). Grants on tables and table functions are not emulated.
 
 Known gaps (by design; extend when a test needs it):
 
@@ -109,6 +112,7 @@ SYNTAX_ERROR: Final = 62
 BAD_ARGUMENTS: Final = 36
 NOT_IMPLEMENTED: Final = 48
 UNKNOWN_SETTING: Final = 115
+ACCESS_DENIED: Final = 497
 AUTHENTICATION_FAILED: Final = 516
 STD_EXCEPTION: Final = 1001
 
@@ -116,6 +120,7 @@ _ERROR_NAMES: Final[Mapping[int, str]] = {
     SYNTAX_ERROR: "SYNTAX_ERROR",
     BAD_ARGUMENTS: "BAD_ARGUMENTS",
     NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+    ACCESS_DENIED: "ACCESS_DENIED",
     UNKNOWN_SETTING: "UNKNOWN_SETTING",
     AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
     STD_EXCEPTION: "STD_EXCEPTION",
@@ -538,6 +543,7 @@ class QueryRequest:
     params: Mapping[str, str]
     headers: Mapping[str, str]  # lower-cased names
     payload: bytes  # query parameter + "\n" + (decompressed) body
+    reader: bool = False  # sent by the user that may only read
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,6 +586,8 @@ class Engine:
         try:
             self._prepare(conn, request)
             insert = split_insert(request.payload)
+            if request.reader and (insert is not None or not produces_result(request.payload)):
+                raise ClickHouseError.make(ACCESS_DENIED, "Not enough privileges: this user may only read")
             if insert is not None:
                 return self._insert(conn, insert, request)
             return self._query(conn, request)
@@ -687,9 +695,17 @@ class FixtureServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # idle keep-alive connections must not delay shutdown
 
-    def __init__(self, port: int, engine: Engine, credentials: Credentials, verbose: bool) -> None:
+    def __init__(
+        self,
+        port: int,
+        engine: Engine,
+        credentials: Credentials,
+        verbose: bool,
+        reader: Credentials | None = None,
+    ) -> None:
         self.engine = engine
         self.credentials = credentials
+        self.reader = reader
         self.verbose = verbose
         self.display_name = socket.gethostname()
         super().__init__((LISTEN_HOST, port), RequestHandler)
@@ -742,10 +758,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         query_id = params.get("query_id") or str(uuid.uuid4())
         engine = self.fixture.engine
         try:
-            self._authenticate(params)
+            reader = self._authenticate(params)
             payload = self._payload(params, body)
             request = QueryRequest(
-                self.command, params, {k.lower(): v for k, v in self.headers.items()}, payload
+                self.command, params, {k.lower(): v for k, v in self.headers.items()}, payload, reader
             )
             response = engine.execute(request)
         except Exception as exc:  # every failure is answered the ClickHouse way, never a dropped socket
@@ -815,7 +831,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                 raise BadRequest("truncated chunk")
             out += chunk
 
-    def _authenticate(self, params: Mapping[str, str]) -> None:
+    def _authenticate(self, params: Mapping[str, str]) -> bool:
+        """Check the credentials; True when they are the read-only user's."""
         user_header = self.headers.get("X-ClickHouse-User")
         authorization = self.headers.get("Authorization")
         if user_header is not None:
@@ -833,14 +850,17 @@ class RequestHandler(BaseHTTPRequestHandler):
             user, _, password = decoded.partition(":")
         else:
             user, password = params.get("user", "default"), params.get("password", "")
-        expected = self.fixture.credentials
-        user_ok = hmac.compare_digest(user.encode(), expected.user.encode())
-        password_ok = hmac.compare_digest(password.encode(), expected.password.encode())
-        if not (user_ok and password_ok):
-            raise ClickHouseError.make(
-                AUTHENTICATION_FAILED,
-                f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
-            )
+        for expected, reader in ((self.fixture.credentials, False), (self.fixture.reader, True)):
+            if expected is None:
+                continue
+            user_ok = hmac.compare_digest(user.encode(), expected.user.encode())
+            password_ok = hmac.compare_digest(password.encode(), expected.password.encode())
+            if user_ok and password_ok:
+                return reader
+        raise ClickHouseError.make(
+            AUTHENTICATION_FAILED,
+            f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
+        )
 
     def _payload(self, params: dict[str, str], body: bytes) -> bytes:
         content_type = self.headers.get("Content-Type", "")
@@ -910,6 +930,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
     parser.add_argument("--user", default="default", help="accepted user name")
     parser.add_argument("--password", default="", help="accepted password")
+    parser.add_argument("--reader-user", help="a second user, who may only read")
+    parser.add_argument("--reader-password", default="", help="the read-only user's password")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help="stop when stdin is closed")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
@@ -928,7 +950,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ch_http: cannot start chDB on {args.data_dir}: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        server = FixtureServer(args.port, engine, Credentials(args.user, args.password), args.verbose)
+        reader = Credentials(args.reader_user, args.reader_password) if args.reader_user else None
+        server = FixtureServer(args.port, engine, Credentials(args.user, args.password), args.verbose, reader)
     except OSError as exc:
         engine.close()
         print(f"ch_http: cannot listen on {LISTEN_HOST}:{args.port}: {exc}", file=sys.stderr, flush=True)
@@ -1012,10 +1035,13 @@ def clickhouse_http_server(
     *,
     user: str = "default",
     password: str = "",
+    reader: tuple[str, str] | None = None,
     startup_timeout: float = 60.0,
     stop_timeout: float = 10.0,
 ) -> Iterator[str]:
     """Start the fixture subprocess, yield its DSN "http://user:password@127.0.0.1:<port>/", stop it.
+
+    ``reader`` (user, password) adds a user who may only read; its DSN is the same with those credentials.
 
     Stopping sends SIGTERM, waits ``stop_timeout`` seconds and kills the process after that. The
     process is never left running: it also exits on its own when its stdin (a pipe held by this
@@ -1035,6 +1061,7 @@ def clickhouse_http_server(
         "--password",
         password,
         "--exit-on-stdin-eof",
+        *(["--reader-user", reader[0], "--reader-password", reader[1]] if reader else []),
     ]
     with (
         tempfile.TemporaryFile(prefix="ch_http_stderr_") as stderr,

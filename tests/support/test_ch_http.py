@@ -266,6 +266,41 @@ def test_readonly_blocks_writes_but_allows_reads(make_client: ClientFactory, dat
     assert admin.command(f"SELECT groupArray(id) FROM (SELECT id FROM {table} ORDER BY id)") == "[1,2,5]"
 
 
+def test_a_user_that_may_only_read(tmp_path: Path) -> None:
+    """The optional second user (--reader-user): reads, sets settings, writes nothing."""
+    with clickhouse_http_server(
+        tmp_path / "chdb", user=USER, password=PASSWORD, reader=("ro", "ro-pw")
+    ) as dsn:
+        url = urlsplit(dsn)
+        admin = clickhouse_connect.get_client(dsn=dsn)
+        admin.command("CREATE TABLE t (id UInt64) ENGINE = MergeTree ORDER BY id")
+        admin.command("INSERT INTO t VALUES (1), (2)")
+        reader = clickhouse_connect.get_client(
+            dsn=f"http://ro:ro-pw@{url.hostname}:{url.port}/", settings={"max_result_rows": 1}
+        )
+        assert reader.query("SELECT count() FROM t").result_rows == [(2,)]
+        with pytest.raises(DatabaseError) as too_many:  # its settings apply
+            reader.query("SELECT id FROM t")
+        assert too_many.value.code == 396
+        for statement in (
+            "INSERT INTO t VALUES (3)",
+            "DROP TABLE t",
+            "CREATE TABLE u (a UInt8) ENGINE = Memory",
+        ):
+            with pytest.raises(DatabaseError) as denied:
+                reader.command(statement)
+            assert denied.value.code == 497
+        with pytest.raises(DatabaseError) as inserted:
+            reader.insert("t", [[4]], column_names=["id"], column_type_names=["UInt64"])
+        assert inserted.value.code == 497
+        assert admin.query("SELECT groupArray(id) FROM t").result_rows == [([1, 2],)]
+        with pytest.raises(DatabaseError) as wrong:
+            clickhouse_connect.get_client(dsn=f"http://ro:wrong@{url.hostname}:{url.port}/")
+        assert wrong.value.code == 516
+        reader.close()
+        admin.close()
+
+
 @pytest.mark.parametrize(
     ("sql", "code", "name"),
     [
