@@ -177,6 +177,11 @@ def is_ip_host(host: str) -> bool:
         return True
     if any(_is_ipv4(m.group(0)) for m in IPV4_RE.finditer(host)):
         return True
+    labels = host.split(".")
+    for i in range(len(labels) - 3):  # four labels in a row that are IPv4 parts, in any base
+        values = [_part_value(label) if label else None for label in labels[i : i + 4]]
+        if all(v is not None and v <= 255 for v in values):
+            return True
     if "-" in host:
         for m in _DASHED_QUAD_LABEL_RE.finditer(host):
             if all(int(octet) <= 255 for octet in m.group(0).split("-")):

@@ -7,8 +7,8 @@ Order (each detector sees what the ones before it left):
 2. ``contact.EMAIL``, then ``contact.ENCODED_EMAIL``: before network addresses, so that
    ``jo@[203.0.113.7]`` is one address;
 3. ``network.IP``;
-4. ``idnumbers.CARD``, ``idnumbers.IBAN``, ``idnumbers.NATIONAL_ID``: checksummed numbers before phone
-   numbers, whose shapes overlap;
+4. ``idnumbers.IBAN``, ``idnumbers.CARD``, ``idnumbers.NATIONAL_ID``: checksummed numbers before phone
+   numbers, whose shapes overlap; an IBAN first, as its digits can hold a valid card number;
 5. ``contact.PHONE``;
 6. ``secrets.OPAQUE``: whatever long digit, hex or random-looking run is left.
 
@@ -31,8 +31,8 @@ DETECTORS: tuple[Detector, ...] = (
     contact.EMAIL,
     contact.ENCODED_EMAIL,
     network.IP,
-    idnumbers.CARD,
     idnumbers.IBAN,
+    idnumbers.CARD,
     idnumbers.NATIONAL_ID,
     contact.PHONE,
     secrets.OPAQUE,

@@ -343,8 +343,9 @@ def reveal(text: str) -> str:
         if text == before:
             break
     decoded: list[str] = [text]
-    for run in re.findall(r"[A-Za-z0-9+/_-]{8,}={0,2}", text):  # base64 left in place
-        data = run.rstrip("=")
+    runs = re.findall(r"[A-Za-z0-9+/_-]{8,}={0,2}", text)
+    for candidate in [*runs, *(piece for run in runs for piece in run.split("/"))]:  # base64 in place
+        data = candidate.rstrip("=")
         for alt in (b"+/", b"-_"):
             with contextlib.suppress(ValueError, UnicodeDecodeError):
                 decoded.append(base64.b64decode(data + "=" * (-len(data) % 4), altchars=alt).decode())
