@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -21,18 +22,18 @@ def days_ttl(column: str, days: int) -> str:
 # --- the daily rollup ---------------------------------------------------------------------------------
 # events_daily is kept for years and a subject request does not look there (it holds no identifier to
 # look for), so nothing that can carry an identifier may reach it, however the events table was scrubbed.
-# The materialized view writes generalised values only; ROLLUP_VERSION (the view's COMMENT) says which
-# definition an existing store has, and ClickHouseSink.start brings older ones, and their rows, up to it.
-ROLLUP_VERSION = "rollup v2: page segments that can carry an id are :id; source is a domain or campaign name"
+# The materialized view writes generalised values only; ROLLUP_VERSION (the view's COMMENT, with a hash of
+# the definition, so that any change to it makes a new version) says which definition an existing store
+# has, and ClickHouseSink.start brings older ones, and their rows, up to it.
 
 # Path segments after which the next one names a person, an account, an order or a one-time secret.
 ROLLUP_ID_PREFIXES = (
     "u", "user", "users", "profile", "profiles", "people", "person", "member", "members", "author",
-    "authors", "account", "accounts", "customer", "customers", "patient", "patients", "student",
-    "students", "employee", "employees", "staff", "contact", "contacts", "order", "orders", "invoice",
-    "invoices", "ticket", "tickets", "booking", "bookings", "reservation", "reservations", "id", "uid",
-    "reset", "reset-password", "password-reset", "verify", "verify-email", "confirm", "activate",
-    "invite", "invitation", "magic-link", "unsubscribe", "token", "share", "s",
+    "authors", "customer", "customers", "patient", "patients", "student", "students", "employee",
+    "employees", "staff", "order", "orders", "invoice", "invoices", "ticket", "tickets", "booking",
+    "bookings", "reservation", "reservations", "id", "uid", "reset", "reset-password", "password-reset",
+    "verify", "verify-email", "confirm", "activate", "invite", "invitation", "magic-link", "unsubscribe",
+    "token",
 )  # fmt: skip
 # Second-level labels under which a registrable domain has three labels (news.bbc.co.uk -> bbc.co.uk).
 _SECOND_LEVEL_LABELS = (
@@ -104,6 +105,13 @@ def rollup_source_of_event() -> str:
         f"if(utm_source != '', {rollup_source('utm_source')},"
         f" if(referrer != '', {rollup_source(host)}, '(direct)'))"
     )
+
+
+ROLLUP_VERSION = (
+    "rollup "
+    + hashlib.sha256((rollup_page("p") + rollup_source_of_event()).encode()).hexdigest()[:12]
+    + ": page segments that can carry an id are :id; source is a domain or campaign name"
+)
 
 
 def ddl_statements(database: str, ch: ClickhouseSettings) -> list[str]:
