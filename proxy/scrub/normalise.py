@@ -199,8 +199,9 @@ _FOLD_TABLE, _SUSPECT_NON_ASCII_CLASS = _build_fold_table()
 _SUSPECT_NON_ASCII_RE = re.compile(_SUSPECT_NON_ASCII_CLASS)
 
 # "jo [at] example [dot] com", "jo(at)example(dot)com", "jo at example dot com".
-_BRACKETED_AT_RE = re.compile(r"\s*[\[({<]\s*at\s*[\])}>]\s*", re.IGNORECASE)
-_BRACKETED_DOT_RE = re.compile(r"\s*[\[({<]\s*dot\s*[\])}>]\s*", re.IGNORECASE)
+# (?<!\s): a match starts where a run of spaces starts, so a long run is not rescanned from each space.
+_BRACKETED_AT_RE = re.compile(r"(?<!\s)\s*+[\[({<]\s*+at\s*+[\])}>]\s*+", re.IGNORECASE)
+_BRACKETED_DOT_RE = re.compile(r"(?<!\s)\s*+[\[({<]\s*+dot\s*+[\])}>]\s*+", re.IGNORECASE)
 _SPELLED_ADDRESS_RE = re.compile(
     r"(?<![\w.+-])([\w.+'-]++)\s+at\s+([\w-]++(?:\s+dot\s+[\w-]++)++)(?![\w-])", re.IGNORECASE
 )
