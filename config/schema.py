@@ -67,7 +67,7 @@ def rollup_page(path: str) -> str:
     """
     segs = f"splitByChar('/', {path})"
     idlike = (
-        "(match(decodeURLComponent(seg), '[\\\\p{N}@~\\\\[]') OR lengthUTF8(decodeURLComponent(seg)) > 48"
+        "(match(decodeURLComponent(seg), '[\\\\pN@~\\\\[]') OR lengthUTF8(decodeURLComponent(seg)) > 48"
         " OR match(seg, '[a-z][A-Z].*[a-z][A-Z].*[a-z][A-Z]')"
         f" OR has({_sql_list(ROLLUP_ID_PREFIXES)}, lower(prev)))"
     )
@@ -93,7 +93,7 @@ def rollup_source(value: str) -> str:
     return (
         f"multiIf({value} IN ('(direct)', '(other)'), {value},"
         f" match({value}, '^[a-z0-9-]+(\\\\.[a-z0-9-]+)+$'), {registrable},"
-        f" match({value}, '^[A-Za-z][A-Za-z._-]{{0,39}}$'), {value},"
+        f" match({value}, '^[A-Za-z][A-Za-z._-]*$') AND length({value}) <= 40, {value},"
         " '(other)')"
     )
 
