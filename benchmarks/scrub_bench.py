@@ -5,25 +5,38 @@ allowlist of ``config.settings.PrivacySettings``, the default property-key denyl
 events come from ``benchmarks/throughput.py``'s ``make_event``. Per event it times what the pipeline
 calls: ``url`` (page URL), ``referrer`` (when the beacon has one), ``text`` (title) and ``props``.
 
-With ``--compare-git-rev REV`` the ``proxy/scrub.py`` of that git revision is loaded as a separate module
-and both versions run interleaved, in the same rounds, on the same events; the table shows old, new and
-old/new. Before timing, the two versions must give identical results on every generated event, on a set
-of inputs full of personal data (e-mails, IPs, percent-encoded e-mails, JWTs, tokens, IPv6, ...) and on
-random near-miss strings; any difference stops the benchmark with exit status 1. The new version is run
-twice over all of that, so results served from its caches are checked too.
+With ``--compare-git-rev REV`` the scrubber of that git revision (``proxy/scrub.py`` before it became a
+package, ``proxy/scrub/`` after) is loaded as a separate module and both versions run interleaved, in
+the same rounds, on the same events; the table shows old, new and old/new. Before timing, the two
+versions must give identical results on every generated event (ordinary traffic holds nothing to
+redact, so a newer detector must not change it); any difference stops the benchmark with exit status 1.
+How many results differ on inputs full of personal data and on random near-miss strings is printed: the
+versions detect different things there. The new version is run twice over all of that, so results
+served from its caches are checked too.
+
+Then, for the working tree, one row per detector (``proxy.scrub.scanner.DETECTORS``): its cost per event
+when every string of the event goes through it (the fast path and the caches bypassed: what a detector
+costs when it does run), and per string of the labelled corpus (``tests/proxy/scrub/corpus.py``).
+
+``--corpus`` adds the miss rate (positive cases of the corpus in which something that must not be stored
+survives) and the false-positive rate (ordinary values that come out changed) of each version.
 
 Figures are the best of ``--rounds`` rounds (the machine is shared and noisy): compare the ratios, not
 the numbers.
 
-    .venv/bin/python benchmarks/scrub_bench.py [--events 20000] [--rounds 7] [--compare-git-rev HEAD]
+    .venv/bin/python benchmarks/scrub_bench.py [--events 20000] [--rounds 7] [--compare-git-rev REV]
+        [--corpus]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
+import re
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -39,22 +52,48 @@ import throughput  # noqa: E402
 
 from config.settings import PrivacySettings  # noqa: E402
 from proxy import scrub  # noqa: E402
+from proxy.scrub import scanner  # noqa: E402
+from tests.proxy.scrub import corpus  # noqa: E402
 
 SEED = 20240601
 FIELDS = ("url", "referrer", "text(title)", "props")
 
 
 def load_git_version(rev: str) -> types.ModuleType:
-    """``proxy/scrub.py`` as of git revision ``rev``, as a module object of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:proxy/scrub.py"], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
-    name = f"scrub_at_{rev.replace('/', '_').replace('~', '_').replace('^', '_')}"
-    module = types.ModuleType(name)
-    module.__file__ = f"{rev}:proxy/scrub.py"
-    sys.modules[name] = module  # dataclasses look the module up while building ScrubbedUrl
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
+    """The scrubber as of git revision ``rev``, as a module (or package) object of its own."""
+    name = "scrub_at_" + re.sub(r"[^A-Za-z0-9]", "_", rev)
+    single = subprocess.run(["git", "cat-file", "-e", f"{rev}:proxy/scrub.py"], cwd=REPO, capture_output=True)
+    if single.returncode == 0:
+        source = subprocess.run(
+            ["git", "show", f"{rev}:proxy/scrub.py"], cwd=REPO, check=True, capture_output=True, text=True
+        ).stdout
+        module = types.ModuleType(name)
+        module.__file__ = f"{rev}:proxy/scrub.py"
+        sys.modules[name] = module  # dataclasses look the module up while building ScrubbedUrl
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+        return module
+    # A package: its files under another name, with its own imports pointed at that name.
+    root = Path(tempfile.mkdtemp(prefix="scrub_bench_"))
+    (root / name).mkdir()
+    files = subprocess.run(
+        ["git", "ls-tree", "--name-only", f"{rev}:proxy/scrub/"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for file in files:
+        if file.endswith(".py"):
+            source = subprocess.run(
+                ["git", "show", f"{rev}:proxy/scrub/{file}"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            (root / name / file).write_text(source.replace("proxy.scrub", name))
+    sys.path.insert(0, str(root))
+    return importlib.import_module(name)
 
 
 def make_scrubber(module: types.ModuleType) -> Any:
@@ -190,11 +229,11 @@ def outputs(s: Any, events: Sequence[Mapping[str, Any]], extra: Sequence[str]) -
     return out
 
 
-def check_equivalent(old: Any, new: Any, events: Sequence[Mapping[str, Any]], extra: Sequence[str]) -> int:
-    """Compare old and new outputs (new twice: cold, then with warm caches); return how many inputs."""
-    expected = outputs(old, events, extra)
+def check_equivalent(old: Any, new: Any, events: Sequence[Mapping[str, Any]]) -> int:
+    """Old and new must agree on every event (new twice: cold, then warm caches); return how many results."""
+    expected = outputs(old, events, [])
     for attempt in ("cold", "warm"):
-        got = outputs(new, events, extra)
+        got = outputs(new, events, [])
         if len(got) != len(expected):
             raise SystemExit(f"equivalence check ({attempt}): {len(got)} results, expected {len(expected)}")
         diffs = [(i, a, b) for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b]
@@ -203,6 +242,16 @@ def check_equivalent(old: Any, new: Any, events: Sequence[Mapping[str, Any]], ex
                 print(f"  result {i}: old {a!r}\n  {' ' * len(str(i))}         new {b!r}", file=sys.stderr)
             raise SystemExit(f"equivalence check ({attempt}): {len(diffs)} of {len(expected)} results differ")
     return len(expected)
+
+
+def count_differences(old: Any, new: Any, extra: Sequence[str]) -> tuple[int, int]:
+    """How many results differ between old and new on ``extra`` (new twice, warm must equal cold)."""
+    expected = outputs(old, [], extra)
+    cold = outputs(new, [], extra)
+    warm = outputs(new, [], extra)
+    if cold != warm:
+        raise SystemExit("the working tree gives different results with warm caches")
+    return sum(1 for a, b in zip(expected, cold, strict=True) if a != b), len(expected)
 
 
 # --- timing --------------------------------------------------------------------------------------------
@@ -217,10 +266,10 @@ def timers(s: Any, events: Sequence[Mapping[str, Any]]) -> dict[str, Callable[[]
 
     def run(fn: Callable[[Any], object], inputs: Sequence[Any]) -> Callable[[], float]:
         def timed() -> float:
-            start = time.perf_counter()
+            start = time.process_time()
             for x in inputs:
                 fn(x)
-            return time.perf_counter() - start
+            return time.process_time() - start
 
         return timed
 
@@ -247,12 +296,49 @@ def measure(
     return best
 
 
+def event_strings(events: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Per event, every string the scanner may see: path, query values, title, name, prop keys and values."""
+    out: list[list[str]] = []
+    for e in events:
+        path, _, query = e["url"].partition("://")[2].partition("/")[2].partition("?")
+        strings = ["/" + path, *(field.partition("=")[2] for field in query.split("&")), e["title"]]
+        strings += [e.get("name", ""), *e["props"], *(str(v) for v in e["props"].values())]
+        out.append(strings)
+    return out
+
+
+def detector_rows(events: Sequence[Mapping[str, Any]], rounds: int) -> list[tuple[str, float, float]]:
+    """(detector, us per event without the fast path, us per corpus string) for each detector."""
+    per_event = event_strings(events)
+    planted = [c.planted for c in corpus.cases()]
+    rows = []
+    for detector in scanner.DETECTORS:
+
+        def run(strings: Sequence[str], d: Any = detector) -> None:
+            for x in strings:
+                if d.could_match(x):
+                    d.redact(x)
+
+        best_events = best_corpus = float("inf")
+        for _ in range(rounds):
+            start = time.process_time()
+            for strings in per_event:
+                run(strings)
+            best_events = min(best_events, (time.process_time() - start) / len(per_event) * 1e6)
+            start = time.process_time()
+            run(planted)
+            best_corpus = min(best_corpus, (time.process_time() - start) / len(planted) * 1e6)
+        rows.append((detector.name, best_events, best_corpus))
+    return rows
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20000, help="distinct generated events (default 20000)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds, best one counts (default 7)")
-    parser.add_argument("--fuzz", type=int, default=20000, help="random strings for the equivalence check")
-    parser.add_argument("--compare-git-rev", metavar="REV", help="also run proxy/scrub.py from this revision")
+    parser.add_argument("--fuzz", type=int, default=20000, help="random strings for the difference count")
+    parser.add_argument("--compare-git-rev", metavar="REV", help="also run the scrubber of this revision")
+    parser.add_argument("--corpus", action="store_true", help="miss and false-positive rates on the corpus")
     args = parser.parse_args(argv)
     if min(args.events, args.rounds) < 1 or args.fuzz < 0:
         parser.error("--events and --rounds must be >= 1, --fuzz >= 0")
@@ -278,9 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{distinct_paths:,} distinct paths, {distinct_titles:,} distinct titles, {referrers:,} referrers"
     )
     if args.compare_git_rev:
+        old = versions[args.compare_git_rev]
+        n = check_equivalent(old, versions["working tree"], events)
+        print(
+            f"check:  {args.compare_git_rev} and working tree agree on all {n:,} event results (cold, warm)"
+        )
         extra = [*PII, *pii_urls(), *fuzz_strings(args.fuzz, random.Random(SEED))]
-        n = check_equivalent(versions[args.compare_git_rev], versions["working tree"], events, extra)
-        print(f"check:  {args.compare_git_rev} and working tree agree on all {n:,} results (cold and warm)")
+        differ, total = count_differences(old, versions["working tree"], extra)
+        print(f"        on PII-laden and random near-miss inputs {differ:,} of {total:,} results differ")
     print(f"timing: best of {args.rounds} rounds, us per event (referrer: per event, empty ones skipped)")
     print()
 
@@ -297,6 +388,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(names) == 2:
             line += f"{figures[0] / figures[1]:>9.1f}x"
         print(line)
+
+    print()
+    print("per detector (working tree), fast path and caches bypassed:")
+    header = f"{'detector':<16}{'us/event':>12}{'us/corpus string':>20}"
+    print(header)
+    print("-" * len(header))
+    for name, us_event, us_corpus in detector_rows(
+        events[: min(len(events), 5000)], max(1, args.rounds // 2)
+    ):
+        print(f"{name:<16}{us_event:>12.2f}{us_corpus:>20.2f}")
+
+    if args.corpus:
+        print()
+        print("corpus (tests/proxy/scrub/corpus.py): positives caught, ordinary values kept")
+        header = f"{'version':<16}{'missed':>16}{'miss rate':>12}{'changed':>12}{'false pos.':>12}"
+        print(header)
+        print("-" * len(header))
+        for name, s in versions.items():
+            r = corpus.measure(s)
+            print(
+                f"{name:<16}{len(r.missed):>7,} of {r.positives:<6,}{r.miss_rate:>12.1%}"
+                f"{len(r.changed):>5} of {r.negatives:<4}{r.false_positive_rate:>12.1%}"
+            )
     return 0
 
 

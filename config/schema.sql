@@ -54,8 +54,8 @@ CREATE TABLE IF NOT EXISTS {database}.events_daily
 (
     site      LowCardinality(String) COMMENT 'site id | source: events | consent: none',
     day       Date COMMENT 'UTC day | source: events | consent: none',
-    page      String COMMENT 'URL path | source: events | consent: none',
-    source    LowCardinality(String) COMMENT 'utm_source, else referrer host, else (direct) | source: events | consent: none',
+    page      String COMMENT 'URL path, segments that can carry an id replaced by :id | source: events | consent: none',
+    source    LowCardinality(String) COMMENT 'utm_source as a campaign name, else referrer registrable domain, else (direct); (other) when neither fits | source: events | consent: none',
     country   LowCardinality(String) COMMENT 'ISO country code | source: events | consent: none',
     device    LowCardinality(String) COMMENT 'device class | source: events | consent: none',
     browser   LowCardinality(String) COMMENT 'browser family | source: events | consent: none',
@@ -69,12 +69,15 @@ ORDER BY (site, day, page, source, country, device, browser)
 TTL {aggregate_ttl}
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- The rollup view: {rollup_page} and {rollup_source} generalise what could carry an identifier (see
+-- config/schema.py: rollup_page, rollup_source). Its COMMENT names the definition; a store with an older
+-- one is brought up to it at start-up (ALTER ... MODIFY QUERY, and its old rows rewritten).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.events_daily_mv TO {database}.events_daily AS
 SELECT
     site,
     toDate(ts) AS day,
-    path(url) AS page,
-    if(utm_source != '', utm_source, if(referrer != '', domain(referrer), '(direct)')) AS source,
+    {rollup_page} AS page,
+    {rollup_source} AS source,
     country,
     device,
     browser,
@@ -82,7 +85,8 @@ SELECT
     toUInt64(countIf(type = 'pageview')) AS pageviews,
     toUInt64(countIf(type = 'event')) AS events
 FROM {database}.events
-GROUP BY site, day, page, source, country, device, browser;
+GROUP BY site, day, page, source, country, device, browser
+COMMENT '{rollup_version}';
 
 -- Data-subject actions. Never a raw identifier: the subject is its keyed pseudonym.
 CREATE TABLE IF NOT EXISTS {database}.audit_log

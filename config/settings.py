@@ -79,7 +79,9 @@ class PrivacySettings(_Section):
     ipv4_prefix_bits: int = Field(24, ge=0, le=32)
     ipv6_prefix_bits: int = Field(48, ge=0, le=128)
     query_allowlist: tuple[str, ...] = ("utm_*",)
-    prop_key_denylist: tuple[str, ...] | None = None  # None: the scrubber's default list
+    # None: the scrubber's default list (proxy/scrub/propkeys.py). "=name" matches a whole key, stems of 4
+    # characters or fewer a whole word of it, longer stems anywhere in it.
+    prop_key_denylist: tuple[str, ...] | None = None
     click_id_params: tuple[str, ...] | None = None  # None: the scrubber's default list
     max_props: int = Field(30, ge=0, le=200)
     max_prop_key_length: int = Field(64, ge=1, le=256)

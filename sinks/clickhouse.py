@@ -18,7 +18,17 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from config.schema import PSEUDONYM_COLUMNS, TABLES, days_ttl, ddl_statements, normalised_ttl
+from config.schema import (
+    PSEUDONYM_COLUMNS,
+    ROLLUP_VERSION,
+    TABLES,
+    days_ttl,
+    ddl_statements,
+    normalised_ttl,
+    rollup_page,
+    rollup_select,
+    rollup_source,
+)
 from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS
 from sinks import adminsql
@@ -85,13 +95,15 @@ class ClickHouseSink:
     def start(self) -> None:
         self._client = connect(self.dsn, compress=self.compress)
         try:
-            for stmt in ddl_statements(self.database, self.settings):
+            statements = ddl_statements(self.database, self.settings)
+            for stmt in statements:
                 try:
                     self._client.command(stmt)
                 except ClickHouseError:
                     if self._create_query("events"):  # an events table from elsewhere: say what it lacks
                         self._check_columns()
                     raise
+            self._apply_rollup_definition(statements)
             self._apply_retention()
             self._check_columns()
         except ClickHouseError as exc:
@@ -105,6 +117,50 @@ class ClickHouseSink:
                 "WHERE database = {db:String} AND name = {t:String}",
                 parameters={"db": self.database, "t": table},
             )
+        )
+
+    def _apply_rollup_definition(self, statements: list[str]) -> None:
+        """Bring a rollup view made by an older version, and the rows it wrote, up to ROLLUP_VERSION.
+
+        The view's COMMENT names its definition. An older view gets the new query (ALTER ... MODIFY
+        QUERY: no moment without a view), then every events_daily row whose page or source the new rules
+        would write differently is rewritten: re-inserted generalised (merged with its new key) and the
+        old row deleted. The insert carries a fixed deduplication token, so a start that dies before the
+        delete and runs again does not count anything twice. The COMMENT is set last, so that an
+        interrupted upgrade is redone.
+        """
+        db, view, daily = self.database, f"{self.database}.events_daily_mv", f"{self.database}.events_daily"
+        comment = self.client.command(
+            "SELECT comment FROM system.tables WHERE database = {db:String} AND name = 'events_daily_mv'",
+            parameters={"db": db},
+        )
+        if str(comment) == ROLLUP_VERSION:
+            return
+        log.info("rollup view: upgrading to %r", ROLLUP_VERSION)
+        self.client.command(f"ALTER TABLE {view} MODIFY QUERY {rollup_select(statements)}")
+        page, source = rollup_page("page"), rollup_source("source")
+        changed = f"({page}) != page OR ({source}) != source"
+        # Names from validated settings, SQL from config.schema: nothing from outside.
+        columns = "site, day, page, source, country, device, browser, visitors, pageviews, events"
+        rewrite = (
+            f"INSERT INTO {daily} ({columns}) SELECT site, day, {page} AS new_page,"  # noqa: S608
+            f" {source} AS new_source, country, device, browser, uniqMergeState(visitors), sum(pageviews),"
+            f" sum(events) FROM {daily} WHERE {changed}"
+            " GROUP BY site, day, new_page, new_source, country, device, browser"
+        )
+        self.client.command(
+            rewrite,
+            settings={"insert_deduplication_token": f"rollup-upgrade {ROLLUP_VERSION}"},
+        )
+        self.client.command(f"ALTER TABLE {daily} DELETE WHERE {changed}", settings={"mutations_sync": 2})
+        for statement in statements:  # the column comments the inventory reads
+            if statement.startswith(f"CREATE TABLE IF NOT EXISTS {daily}"):
+                for column in ("page", "source"):
+                    match = re.search(rf"\n\s*{column}\s+[^\n]*? COMMENT '((?:[^']|'')*)'", statement)
+                    if match:
+                        self.client.command(f"ALTER TABLE {daily} COMMENT COLUMN {column} '{match.group(1)}'")
+        self.client.command(
+            f"ALTER TABLE {view} MODIFY COMMENT '{ROLLUP_VERSION.replace(chr(39), chr(39) * 2)}'"
         )
 
     def _apply_retention(self) -> None:
