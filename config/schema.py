@@ -11,7 +11,7 @@ SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)  # a statement ends with ";" at the end of a line
 # Columns whose values expire before the row does (a column TTL in the DDL).
 PSEUDONYM_COLUMNS = ("client_id", "user_id", "session_id", "click_ids")
-TABLES = ("events", "events_daily", "audit_log", "suppressions")
+TABLES = ("events", "events_daily", "audit_log", "suppressions", "analyst_keys", "analyst_requests")
 
 
 def days_ttl(column: str, days: int) -> str:

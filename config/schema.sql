@@ -111,3 +111,29 @@ CREATE TABLE IF NOT EXISTS {database}.suppressions
 )
 ENGINE = ReplacingMergeTree(updated)
 ORDER BY (site, kind, subject);
+
+-- Analyst keys (proxy/stats/keys.py). Only a SHA-256 of each key is stored, never the key; every replica
+-- reads the same rows. Latest row per key id wins (a revocation is a newer row).
+CREATE TABLE IF NOT EXISTS {database}.analyst_keys
+(
+    key_id   String COMMENT 'public part of an analyst key | source: admin | consent: none',
+    key_hash String COMMENT 'SHA-256 of the whole key | source: server | consent: none',
+    sites    Array(String) COMMENT 'site ids the key reads | source: admin | consent: none',
+    label    String COMMENT 'free text naming the key holder, from the admin | source: admin | consent: none',
+    created  DateTime64(3, 'UTC') COMMENT 'when the key was made | source: server | consent: none',
+    revoked  UInt8 COMMENT '1 once revoked | source: admin | consent: none',
+    updated  DateTime64(3, 'UTC') COMMENT 'when the row was written | source: server | consent: none'
+)
+ENGINE = ReplacingMergeTree(updated)
+ORDER BY key_id;
+
+-- Requests per analyst key and minute, for the hourly rate limit shared by every replica.
+CREATE TABLE IF NOT EXISTS {database}.analyst_requests
+(
+    key_id   String COMMENT 'public part of an analyst key | source: server | consent: none',
+    minute   DateTime('UTC') COMMENT 'minute of the requests | source: server | consent: none',
+    requests UInt64 COMMENT 'requests in that minute | source: server | consent: none'
+)
+ENGINE = SummingMergeTree
+ORDER BY (key_id, minute)
+TTL minute + INTERVAL 1 DAY;

@@ -29,6 +29,7 @@ from proxy.http import HTTPError, error_response, json_response, log_internal_er
 from proxy.ingest import Ingest
 from proxy.metrics import RuntimeCollector
 from proxy.runtime import Role, Runtime, build_runtime
+from proxy.stats.routes import stats_routes
 from proxy.subjects import SubjectService
 from proxy.tracker import tracker_endpoint
 from proxy.useragent import parser_backend
@@ -115,6 +116,7 @@ def store_routes() -> list[Route]:
         Route("/admin/stats", admin_stats, methods=["GET"]),
         Route("/admin/inventory", admin_inventory, methods=["GET"]),
         Route("/admin/subjects/{action}", admin_subject, methods=["POST"]),
+        *stats_routes(),  # the analysts' API (proxy/stats) and its key management
     ]
 
 

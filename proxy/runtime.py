@@ -15,6 +15,7 @@ from proxy.keys import DailySalt, SiteKeys, load_or_create_secret
 from proxy.metrics import Metrics
 from proxy.parse import Limits
 from proxy.pipeline import Pipeline, Services
+from proxy.stats.service import StatsService
 from proxy.subjects import SubjectService, Suppressions
 from sinks.base import Sink
 from sinks.clickhouse import ClickHouseSink
@@ -60,6 +61,7 @@ class Runtime:
     subjects: SubjectService | None  # None in a worker, or when the sink is not ClickHouse
     role: Role = "single"
     spool_refused: bool = False  # the last append did not fit: not ready until one does
+    stats: StatsService | None = None  # the analysts' API; None in a worker, or when the sink is not ClickHouse
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
@@ -158,4 +160,5 @@ def build_runtime(
     )
     if isinstance(sink, ClickHouseSink):
         rt.subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, rt.flush)
+        rt.stats = StatsService.create(settings, sink)
     return rt

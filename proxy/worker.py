@@ -29,6 +29,7 @@ from proxy.app import create_app
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
 from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
+from proxy.stats.routes import STATS_PATHS
 
 log = logging.getLogger("beaconproxy")
 
@@ -39,6 +40,7 @@ FORWARDED_PATHS = (
     ("/admin/stats", ["GET"]),
     ("/admin/inventory", ["GET"]),
     ("/admin/subjects/{action}", ["POST"]),
+    *STATS_PATHS,  # the analysts' API needs the store: the primary answers it
 )
 # Headers that describe one hop, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
