@@ -106,7 +106,9 @@ class AnalystKeys:
             raise AnalystKeyError(f"label longer than {MAX_LABEL} characters")
         key_id = secrets.token_hex(8)
         text = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        key = AnalystKey(key_id, tuple(dict.fromkeys(sites)), label, datetime.now(UTC), False)
+        now = datetime.now(UTC)
+        created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored (DateTime64(3))
+        key = AnalystKey(key_id, tuple(dict.fromkeys(sites)), label, created, False)
         self.store.write(key, digest(text))
         return text, key
 
