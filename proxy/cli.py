@@ -296,7 +296,10 @@ def cmd_analyst_key(args: argparse.Namespace) -> int:
     try:
         if args.action == "create":
             answer = _via_proxy(
-                settings, "POST", "/admin/analyst-keys", orjson.dumps({"sites": args.site, "label": args.label})
+                settings,
+                "POST",
+                "/admin/analyst-keys",
+                orjson.dumps({"sites": args.site, "label": args.label}),
             )
         elif args.action == "list":
             answer = _via_proxy(settings, "GET", "/admin/analyst-keys", None)

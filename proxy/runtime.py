@@ -61,7 +61,8 @@ class Runtime:
     subjects: SubjectService | None  # None in a worker, or when the sink is not ClickHouse
     role: Role = "single"
     spool_refused: bool = False  # the last append did not fit: not ready until one does
-    stats: StatsService | None = None  # the analysts' API; None in a worker, or when the sink is not ClickHouse
+    # The analysts' stats API; None in a worker, or when the sink is not ClickHouse.
+    analytics: StatsService | None = None
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
@@ -160,5 +161,5 @@ def build_runtime(
     )
     if isinstance(sink, ClickHouseSink):
         rt.subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, rt.flush)
-        rt.stats = StatsService.create(settings, sink)
+        rt.analytics = StatsService.create(settings, sink)
     return rt

@@ -92,7 +92,9 @@ class StatsEngine:
                     "(analytics.max_execution_seconds); narrow date_range, dimensions or filters."
                 ) from None
             if code == BAD_REGEXP:
-                raise QueryError("Invalid filters: a 'matches' clause is not a valid regular expression.") from None
+                raise QueryError(
+                    "Invalid filters: a 'matches' clause is not a valid regular expression."
+                ) from None
             log.error("stats query failed: %s", safe_error(exc))
             raise StatsUnavailable(f"the store could not answer: {safe_error(exc)}") from None
         except (OSError, SinkError) as exc:
@@ -107,7 +109,7 @@ class StatsEngine:
 
     def first_day(self, site: str, tz: str) -> date | None:
         rows = self._rows(
-            f"SELECT toString(toDate(min(ts), {{tz:String}})) AS day, count() AS n "
+            f"SELECT toString(toDate(min(ts), {{tz:String}})) AS day, count() AS n "  # noqa: S608 - database from validated settings
             f"FROM {self.database}.events WHERE site = {{site:String}}",
             {"site": site, "tz": tz},
         )

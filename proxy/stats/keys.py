@@ -65,7 +65,17 @@ class KeyStore:
         try:
             self.sink.client.insert(
                 self.table,
-                [[key.key_id, key_hash, list(key.sites), key.label, key.created, int(key.revoked), datetime.now(UTC)]],
+                [
+                    [
+                        key.key_id,
+                        key_hash,
+                        list(key.sites),
+                        key.label,
+                        key.created,
+                        int(key.revoked),
+                        datetime.now(UTC),
+                    ]
+                ],
                 column_names=["key_id", "key_hash", "sites", "label", "created", "revoked", "updated"],
             )
         except ClickHouseError as exc:
@@ -101,7 +111,9 @@ class AnalystKeys:
             raise AnalystKeyError("name at least one site (--site)")
         unknown = [s for s in sites if s not in self.known_sites]
         if unknown:
-            raise AnalystKeyError(f"unknown site {unknown[0]!r}; configured sites: {', '.join(sorted(self.known_sites))}")
+            raise AnalystKeyError(
+                f"unknown site {unknown[0]!r}; configured sites: {', '.join(sorted(self.known_sites))}"
+            )
         if len(label) > MAX_LABEL:
             raise AnalystKeyError(f"label longer than {MAX_LABEL} characters")
         key_id = secrets.token_hex(8)

@@ -80,7 +80,7 @@ def parse_v2(doc: Any, ctx: SiteContext) -> Query:
     start, end, first, last = parse_date_range(doc["date_range"], ref, ctx)
     include = doc.get("include", {})
     if not isinstance(include, dict):
-        raise QueryError("Invalid include: must be an object such as {\"total_rows\": true}.")
+        raise QueryError('Invalid include: must be an object such as {"total_rows": true}.')
     for key, value in include.items():
         if key not in INCLUDE_KEYS:
             raise QueryError(f"Invalid include.{_show(key)}: valid keys are time_labels, total_rows.")
@@ -175,20 +175,22 @@ def build(
 
 def parse_metrics(value: Any, field: str = "metrics") -> tuple[Metric, ...]:
     if not isinstance(value, list) or not value:
-        raise QueryError(f"Invalid {field}: must be a non-empty list such as [\"visitors\"].")
+        raise QueryError(f'Invalid {field}: must be a non-empty list such as ["visitors"].')
     out: list[Metric] = []
     for i, m in enumerate(value):
         if not isinstance(m, str) or m not in METRICS:
-            raise QueryError(f"Unknown metric '{_show(m)}' in {field}[{i}]; valid metrics: {', '.join(METRICS)}.")
+            raise QueryError(
+                f"Unknown metric '{_show(m)}' in {field}[{i}]; valid metrics: {', '.join(METRICS)}."
+            )
         if m in out:
             raise QueryError(f"Invalid {field}: metric '{m}' is listed twice.")
-        out.append(cast(Metric, m))
+        out.append(m)
     return tuple(out)
 
 
 def parse_dimensions(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise QueryError("Invalid dimensions: must be a list such as [\"visit:source\"].")
+        raise QueryError('Invalid dimensions: must be a list such as ["visit:source"].')
     out: list[str] = []
     for i, d in enumerate(value):
         if not isinstance(d, str) or level(d) is None:
@@ -206,7 +208,7 @@ def parse_dimensions(value: Any) -> tuple[str, ...]:
 
 def parse_filters(value: Any) -> tuple[Filter, ...]:
     if not isinstance(value, list):
-        raise QueryError("Invalid filters: must be a list such as [[\"is\", \"visit:country\", [\"DE\"]]].")
+        raise QueryError('Invalid filters: must be a list such as [["is", "visit:country", ["DE"]]].')
     if len(value) > MAX_FILTERS:
         raise QueryError(f"Invalid filters: at most {MAX_FILTERS}.")
     return tuple(_filter(f, f"filters[{i}]", 1) for i, f in enumerate(value))
@@ -221,7 +223,8 @@ def _filter(f: Any, where: str, depth: int) -> Filter:
     if op in ("and", "or"):
         if len(f) != 2 or not isinstance(f[1], list) or not f[1]:
             raise QueryError(f"Invalid filter {where}: '{op}' takes a non-empty list of filters.")
-        return Logic(op, tuple(_filter(c, f"{where}[1][{i}]", depth + 1) for i, c in enumerate(f[1])))
+        children = tuple(_filter(c, f"{where}[1][{i}]", depth + 1) for i, c in enumerate(f[1]))
+        return Logic("and" if op == "and" else "or", children)
     if op == "not":
         if len(f) != 2:
             raise QueryError(f"Invalid filter {where}: 'not' takes one filter.")
@@ -253,7 +256,7 @@ def _filter(f: Any, where: str, depth: int) -> Filter:
     if len(f) == 4:
         mods = f[3]
         if not isinstance(mods, dict) or set(mods) - {"case_sensitive"}:
-            raise QueryError(f"Invalid filter {where}: modifiers must be {{\"case_sensitive\": false}}.")
+            raise QueryError(f'Invalid filter {where}: modifiers must be {{"case_sensitive": false}}.')
         cs = mods.get("case_sensitive", True)
         if not isinstance(cs, bool):
             raise QueryError(f"Invalid filter {where}: case_sensitive must be true or false.")
@@ -267,11 +270,11 @@ def parse_order_by(
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise QueryError("Invalid order_by: must be a list such as [[\"visitors\", \"desc\"]].")
+        raise QueryError('Invalid order_by: must be a list such as [["visitors", "desc"]].')
     out: list[tuple[str, Literal["asc", "desc"]]] = []
     for i, entry in enumerate(value):
         if not (isinstance(entry, list) and len(entry) == 2 and entry[1] in ("asc", "desc")):
-            raise QueryError(f"Invalid order_by[{i}]: expected [metric or dimension, \"asc\" or \"desc\"].")
+            raise QueryError(f'Invalid order_by[{i}]: expected [metric or dimension, "asc" or "desc"].')
         if entry[0] not in metrics and entry[0] not in dimensions:
             raise QueryError(
                 f"Invalid order_by[{i}] '{_show(entry[0])}': entry is not a queried metric or dimension."
@@ -282,7 +285,7 @@ def parse_order_by(
 
 def parse_pagination(value: Any) -> tuple[int, int]:
     if not isinstance(value, dict) or set(value) - {"limit", "offset"}:
-        raise QueryError("Invalid pagination: must be {\"limit\": n, \"offset\": n}.")
+        raise QueryError('Invalid pagination: must be {"limit": n, "offset": n}.')
     limit, offset = value.get("limit", MAX_LIMIT), value.get("offset", 0)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"Invalid pagination.limit: must be an integer from 1 to {MAX_LIMIT}.")
@@ -355,21 +358,31 @@ def parse_date_range(value: Any, ref: date, ctx: SiteContext) -> tuple[datetime,
         try:
             a, b = (datetime.fromisoformat(v) for v in value)
         except ValueError:
-            raise QueryError(f"Invalid date_range '{_show(value)}': not ISO 8601 dates or date-times.") from None
+            raise QueryError(
+                f"Invalid date_range '{_show(value)}': not ISO 8601 dates or date-times."
+            ) from None
         if a.tzinfo is None or b.tzinfo is None:
             raise QueryError("Invalid date_range: date-times need an offset, e.g. 2024-01-01T12:00:00+02:00.")
         start, end = a.astimezone(UTC), b.astimezone(UTC) + timedelta(seconds=1)  # the end second is included
         if end <= start:
             raise QueryError("Invalid date_range: the end is before the start.")
         return start, end, start.astimezone(tz).date(), b.astimezone(tz).date()
-    raise QueryError(f"Invalid date_range '{_show(value)}': a named range or a pair of ISO dates or date-times.")
+    raise QueryError(
+        f"Invalid date_range '{_show(value)}': a named range or a pair of ISO dates or date-times."
+    )
 
 
 # --- v1 --------------------------------------------------------------------------------------------------
 
 V1Endpoint = Literal["aggregate", "breakdown", "timeseries", "realtime"]
 V1_PERIODS = ("day", "7d", "28d", "30d", "91d", "month", "6mo", "12mo", "year", "all", "custom", "realtime")
-V1_INTERVALS: dict[str, Bucket] = {"hour": "hour", "date": "day", "day": "day", "week": "week", "month": "month"}
+V1_INTERVALS: dict[str, Bucket] = {
+    "hour": "hour",
+    "date": "day",
+    "day": "day",
+    "week": "week",
+    "month": "month",
+}
 _V1_FILTER = re.compile(r"^([a-z_:]+(?::[^=!]+)?)\s*(==|!=)\s*(.*)$", re.DOTALL)
 
 

@@ -6,12 +6,20 @@ values (filter clauses, property keys, dates) travel as bound parameters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
 Metric = Literal[
-    "visitors", "visits", "pageviews", "events", "views_per_visit", "bounce_rate", "visit_duration", "percentage"
+    "visitors",
+    "visits",
+    "pageviews",
+    "events",
+    "views_per_visit",
+    "bounce_rate",
+    "visit_duration",
+    "percentage",
 ]
 METRICS: tuple[Metric, ...] = (
     "visitors",
@@ -99,7 +107,7 @@ class Logic:
 Filter = Condition | Logic
 
 
-def conditions(filters: tuple[Filter, ...]) -> list[Condition]:
+def conditions(filters: Sequence[Filter]) -> list[Condition]:
     out: list[Condition] = []
     for f in filters:
         if isinstance(f, Condition):

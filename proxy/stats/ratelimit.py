@@ -33,7 +33,8 @@ class RateLimiter:
         try:
             result = self.sink.client.query(
                 f"SELECT minute, sum(requests) FROM {self.table} "  # noqa: S608 - table name from validated settings
-                "WHERE key_id = {id:String} AND minute >= {since:DateTime('UTC')} GROUP BY minute ORDER BY minute",
+                "WHERE key_id = {id:String} AND minute >= {since:DateTime('UTC')} "
+                "GROUP BY minute ORDER BY minute",
                 parameters={"id": key_id, "since": since.strftime("%Y-%m-%d %H:%M:%S")},
             )
             counts = [(m if m.tzinfo else m.replace(tzinfo=UTC), int(n)) for m, n in result.result_rows]

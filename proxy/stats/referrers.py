@@ -79,6 +79,8 @@ def source_sql(host: str) -> str:
     h1 = f"lower({host})"
     h2 = f"substring({h1}, position({h1}, '.') + 1)"
     h3 = f"substring({h2}, position({h2}, '.') + 1)"
-    look = [f"transform({h}, {{ref_hosts:Array(String)}}, {{ref_names:Array(String)}}, '')" for h in (h1, h2, h3)]
+    look = [
+        f"transform({h}, {{ref_hosts:Array(String)}}, {{ref_names:Array(String)}}, '')" for h in (h1, h2, h3)
+    ]
     found = f"if({look[0]} != '', {look[0]}, if({look[1]} != '', {look[1]}, {look[2]}))"
     return f"if({found} != '', {found}, replaceRegexpOne({host}, '^www\\\\.', ''))"

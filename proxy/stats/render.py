@@ -45,7 +45,9 @@ def _v1_value(metric: str, value: Any) -> Any:
 
 def v1_aggregate(result: Result) -> dict[str, Any]:
     metrics = result.rows[0][1] if result.rows else [0] * len(result.query.metrics)
-    return {"results": {m: {"value": _v1_value(m, v)} for m, v in zip(result.query.metrics, metrics, strict=True)}}
+    return {
+        "results": {m: {"value": _v1_value(m, v)} for m, v in zip(result.query.metrics, metrics, strict=True)}
+    }
 
 
 def v1_breakdown(result: Result) -> dict[str, Any]:
@@ -65,7 +67,10 @@ def v1_timeseries(result: Result) -> dict[str, Any]:
     zero = [0 for _ in q.metrics]
     return {
         "results": [
-            {"date": label, **{m: _v1_value(m, v) for m, v in zip(q.metrics, found.get(label, zero), strict=True)}}
+            {
+                "date": label,
+                **{m: _v1_value(m, v) for m, v in zip(q.metrics, found.get(label, zero), strict=True)},
+            }
             for label in _labels(result)
         ]
     }

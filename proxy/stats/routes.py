@@ -35,9 +35,9 @@ MISSING_SITE = "Missing site ID. Please provide the required site_id parameter w
 
 def _service(request: Request) -> StatsService:
     rt: Runtime = request.app.state.rt
-    if rt.stats is None:
+    if rt.analytics is None:
         raise HTTPError(501, "this process serves no stats")
-    return rt.stats
+    return rt.analytics
 
 
 async def _authorize(request: Request, site: Any) -> tuple[StatsService, AnalystKey, str]:
@@ -55,8 +55,8 @@ async def _authorize(request: Request, site: Any) -> tuple[StatsService, Analyst
     if wait is not None:
         raise HTTPError(
             429,
-            f"Too many API requests. Your API key is limited to {service.settings.analytics.rate_limit_per_hour} "
-            "requests per hour.",
+            "Too many API requests. Your API key is limited to "
+            f"{service.settings.analytics.rate_limit_per_hour} requests per hour.",
             {"Retry-After": str(wait)},
         )
     if not isinstance(site, str) or not site:
@@ -171,8 +171,12 @@ async def admin_analyst_keys(request: Request) -> Response:
             return json_response(200, {"keys": [k.public() for k in keys]})
         doc = await read_json_object(request, 4096)
         sites, label = doc.get("sites"), doc.get("label", "")
-        if not isinstance(sites, list) or not all(isinstance(s, str) for s in sites) or not isinstance(label, str):
-            raise HTTPError(400, "body must be {\"sites\": [site ids], \"label\": text}")
+        if (
+            not isinstance(sites, list)
+            or not all(isinstance(s, str) for s in sites)
+            or not isinstance(label, str)
+        ):
+            raise HTTPError(400, 'body must be {"sites": [site ids], "label": text}')
         try:
             text, key = await anyio.to_thread.run_sync(service.keys.create, sites, label)
         except AnalystKeyError as exc:

@@ -18,7 +18,11 @@ from sinks.clickhouse import ClickHouseSink
 VISIT_SUMMARY: tuple[Metric, ...] = ("visitors", "visits", "bounce_rate", "visit_duration")
 # The whole-site export: one CSV per report, every one through the same engine and suppression.
 EXPORT: tuple[tuple[str, str | None, tuple[Metric, ...]], ...] = (
-    ("visitors.csv", "time:day", ("visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration")),
+    (
+        "visitors.csv",
+        "time:day",
+        ("visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration"),
+    ),
     ("pages.csv", "event:page", ("visitors", "pageviews")),
     ("entry_pages.csv", "visit:entry_page", VISIT_SUMMARY),
     ("exit_pages.csv", "visit:exit_page", ("visitors", "visits")),

@@ -26,7 +26,6 @@ from proxy.stats.query import (
     VISIT_METRICS,
     Condition,
     Filter,
-    Logic,
     Query,
     conditions,
     level,
@@ -107,9 +106,7 @@ class _Build:
             return d.split(":", 1)[1]
         if d == "visit:source":
             known = source_sql("v_ref_host")
-            return (
-                f"if(v_utm_source != '', v_utm_source, if(v_ref_host = '', '{NO_REFERRER}', {known}))"
-            )
+            return f"if(v_utm_source != '', v_utm_source, if(v_ref_host = '', '{NO_REFERRER}', {known}))"
         if d == "visit:referrer":
             return f"if(v_ref_host = '', '{NO_REFERRER}', replaceRegexpOne(v_ref_host, '^www\\\\.', ''))"
         utm = d.split(":", 1)[1]
@@ -130,7 +127,9 @@ class _Build:
             sql = f"{fn}({expr}, {self.bind(clauses, 'Array(String)')})"
         else:
             prefix = "" if c.case_sensitive else "(?i)"
-            sql = "(" + " OR ".join(f"match({expr}, {self.bind(prefix + r, 'String')})" for r in clauses) + ")"
+            sql = (
+                "(" + " OR ".join(f"match({expr}, {self.bind(prefix + r, 'String')})" for r in clauses) + ")"
+            )
         return sql if positive else f"NOT ({sql})"
 
     def filter_sql(self, f: Filter, leaf: Any) -> str:
@@ -168,7 +167,8 @@ class _Build:
 def _pushdown(q: Query) -> tuple[list[Filter], list[Filter]]:
     """Top-level conditions on visitor attributes hold for all of a visitor's events, so they can filter
     events before visits are made: (pushed down, the rest)."""
-    down, rest = [], []
+    down: list[Filter] = []
+    rest: list[Filter] = []
     for f in q.filters:
         (down if isinstance(f, Condition) and level(f.dimension) == "visitor" else rest).append(f)
     return down, rest
@@ -187,7 +187,8 @@ def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) ->
     time_col = "vstart" if how == "visits" else "ts"
     dims = [b.dimension(d, time_col) for d in q.dimensions]
     needs_source = any(
-        d in ("visit:source", "visit:referrer") for d in (*q.dimensions, *(c.dimension for c in conditions(rest)))
+        d in ("visit:source", "visit:referrer")
+        for d in (*q.dimensions, *(c.dimension for c in conditions(rest)))
     )
     if how == "events":
         where = [*pushed, *(b.filter_sql(f, b.event_leaf) for f in rest)]
@@ -213,6 +214,7 @@ def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) ->
         for utm in UTM:
             if f"visit:{utm}" in used or (utm == "utm_source" and needs_source):
                 visit_cols.append(f"{visits.first_sql(b.carry(utm))} AS v_{utm}")
+
         def visit_leaf(c: Condition) -> str:
             lv = level(c.dimension)
             if lv == "event" and how == "visits":
@@ -245,14 +247,12 @@ def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) ->
                 f"e.3 AS is_interactive, {cols} FROM ({vis}) ARRAY JOIN x AS e WHERE {conds}"
             )
             components = _event_components()
+    sql, metric_cols = suppress.fold_sql(q, relation, dims, components, b.bind)
     params = {**b.params, **(referrer_parameters if needs_source else {})}
-    for i, key in enumerate(b.props):
-        del i, key  # bound in events(); kept for clarity of the loop above
     if q.bucket is not None:
         params["tz"] = q.timezone
         params["first_day"] = q.first_day.isoformat()
-    sql, metric_cols = suppress.fold_sql(q, relation, dims, components, b.bind)
-    return Statement(sql, params | b.params, [f"d{i}" for i in range(len(dims))], metric_cols)
+    return Statement(sql, params, [f"d{i}" for i in range(len(dims))], metric_cols)
 
 
 def _ts(t: datetime) -> str:
@@ -280,6 +280,3 @@ def _visit_components() -> dict[str, str]:
         "c_bounces": "sum(v_bounce)",
         "c_duration": "sum(v_duration)",
     }
-
-
-__all__ = ["Statement", "build", "plan", "Logic"]

@@ -62,10 +62,12 @@ def fold_sql(
         f"if(small, '{OTHER}', d{i}) AS d{i}" if i in breakdown else f"d{i}" for i in range(len(dims))
     ]
     sums = [f"sum({c}) AS {c}" for c in components if c != "c_visitors"]
+    group_by2 = f" GROUP BY {', '.join(f'd{i}' for i in range(len(dims)))}" if dims else ""
+    any_total = ", any(total_visitors) AS total_visitors" if percent else ""
     level2 = (
         f"SELECT {', '.join([*folded_dims, 'uniqMerge(c_visitors) AS visitors', *sums])}, "
-        f"count() AS groups, max(small) AS is_other{', any(total_visitors) AS total_visitors' if percent else ''} "
-        f"FROM (SELECT *, {small} AS small FROM ({level1})){' GROUP BY ' + ', '.join(f'd{i}' for i in range(len(dims))) if dims else ''}"
+        f"count() AS groups, max(small) AS is_other{any_total} "
+        f"FROM (SELECT *, {small} AS small FROM ({level1})){group_by2}"
     )
     metric_cols = [f"m_{m}" for m in q.metrics]
     finished = [f"{_FINISH[m]} AS m_{m}" for m in q.metrics]

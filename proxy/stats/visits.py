@@ -37,12 +37,14 @@ def visits_sql(
     visit_columns: Sequence[str],
     visitor_columns: Sequence[str] = VISITOR_COLUMNS,
 ) -> str:
-    """One row per visit: ``vh``, the ``visitor_columns`` asked for, ``vstart``, ``x`` (the visit's events), and
-    ``visit_columns`` (expressions over ``x`` built with :func:`field`).
+    """One row per visit: ``vh``, the ``visitor_columns`` asked for, ``vstart``, ``x`` (the visit's
+    events), and ``visit_columns`` (expressions over ``x`` built with :func:`field`).
 
     ``events`` is a subquery with ``vh``, ``ts``, ``is_pageview``, ``is_interactive``, the visitor columns
     and the ``carried`` columns; ``carried`` names (alias, type-free expression) what each event keeps."""
-    fields = ", ".join(["toUnixTimestamp64Milli(ts)", "is_pageview", "is_interactive", *(c for _, c in carried)])
+    fields = ", ".join(
+        ["toUnixTimestamp64Milli(ts)", "is_pageview", "is_interactive", *(c for _, c in carried)]
+    )
     visitor = "".join(f"min({c}) AS {c}, " for c in visitor_columns)
     extra = "".join(f",\n    {c}" for c in visit_columns)
     names = "".join(f"{c}, " for c in visitor_columns)

@@ -43,7 +43,9 @@ def api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestCl
 
 
 def new_key(client: TestClient, *sites: str) -> str:
-    r = client.post("/admin/analyst-keys", json={"sites": list(sites)}, headers={"Authorization": f"Bearer {ADMIN}"})
+    r = client.post(
+        "/admin/analyst-keys", json={"sites": list(sites)}, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["key"])
 
@@ -71,7 +73,12 @@ def insert(client: TestClient, rows: list[dict[str, Any]]) -> None:
     )
 
 
-V2 = {"site_id": "demo", "metrics": ["visitors", "pageviews"], "date_range": "7d", "dimensions": ["event:page"]}
+V2 = {
+    "site_id": "demo",
+    "metrics": ["visitors", "pageviews"],
+    "date_range": "7d",
+    "dimensions": ["event:page"],
+}
 
 
 def test_no_key_401_wrong_key_401_other_site_403(api: Callable[..., TestClient]) -> None:
@@ -114,8 +121,12 @@ def test_admin_token_is_needed_to_manage_keys(api: Callable[..., TestClient]) ->
     client = api()
     assert client.post("/admin/analyst-keys", json={"sites": ["demo"]}).status_code == 401
     key = new_key(client, "demo")
-    assert client.get("/admin/analyst-keys", headers=auth(key)).status_code == 403  # an analyst key is not admin
-    r = client.post("/admin/analyst-keys", json={"sites": ["nope"]}, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert (
+        client.get("/admin/analyst-keys", headers=auth(key)).status_code == 403
+    )  # an analyst key is not admin
+    r = client.post(
+        "/admin/analyst-keys", json={"sites": ["nope"]}, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     assert r.status_code == 400 and "unknown site" in r.json()["error"]
 
 
@@ -146,7 +157,12 @@ def test_time_limit_is_enforced_by_clickhouse(api: Callable[..., TestClient]) ->
     client = api(max_execution_seconds=0.001)
     plant(client)
     key = new_key(client, "demo")
-    body = {**V2, "date_range": "all", "metrics": ["visitors", "visits", "bounce_rate"], "dimensions": ["visit:entry_page"]}
+    body = {
+        **V2,
+        "date_range": "all",
+        "metrics": ["visitors", "visits", "bounce_rate"],
+        "dimensions": ["visit:entry_page"],
+    }
     r = client.post("/api/v2/query", json=body, headers=auth(key))
     assert r.status_code == 400 and "analytics.max_execution_seconds" in r.json()["error"]
 
@@ -186,7 +202,10 @@ def test_suppression_is_identical_in_v1_v2_and_csv(api: Callable[..., TestClient
         params={"site_id": "demo", "period": "7d", "property": "event:page", "metrics": "visitors,pageviews"},
         headers=auth(key),
     ).json()
-    assert v1["results"] == [{"page": "/a", "visitors": 5, "pageviews": 5}, {"page": "(other)", "visitors": 3, "pageviews": 4}]
+    assert v1["results"] == [
+        {"page": "/a", "visitors": 5, "pageviews": 5},
+        {"page": "(other)", "visitors": 3, "pageviews": 4},
+    ]
     r = client.post("/api/v2/query", json=V2, headers={**auth(key), "Accept": "text/csv"})
     assert r.headers["content-type"].startswith("text/csv")
     assert list(csv.reader(io.StringIO(r.text))) == [
@@ -226,8 +245,12 @@ def test_v1_shapes(api: Callable[..., TestClient]) -> None:
         headers=auth(key),
     ).json()
     # 8 visits; visitor 15's /b and /d are one visit of two page views: 7 bounces of 8 = 87.5 -> 88
-    assert agg == {"results": {"visitors": {"value": 8}, "pageviews": {"value": 9}, "bounce_rate": {"value": 88.0}}}
-    ts = client.get("/api/v1/stats/timeseries", params={"site_id": "demo", "period": "7d"}, headers=auth(key)).json()
+    assert agg == {
+        "results": {"visitors": {"value": 8}, "pageviews": {"value": 9}, "bounce_rate": {"value": 88.0}}
+    }
+    ts = client.get(
+        "/api/v1/stats/timeseries", params={"site_id": "demo", "period": "7d"}, headers=auth(key)
+    ).json()
     assert len(ts["results"]) == 7 and sum(r["visitors"] for r in ts["results"]) == 8
     assert set(ts["results"][0]) == {"date", "visitors"}
     rt = client.get("/api/v1/stats/realtime/visitors", params={"site_id": "demo"}, headers=auth(key))
@@ -241,7 +264,9 @@ def test_zip_export_holds_every_report_with_suppression(api: Callable[..., TestC
     r = client.get("/api/v1/export", params={"site_id": "demo", "period": "7d"}, headers=auth(key))
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     z = zipfile.ZipFile(io.BytesIO(r.content))
-    assert {"visitors.csv", "pages.csv", "sources.csv", "countries.csv", "custom_events.csv"} <= set(z.namelist())
+    assert {"visitors.csv", "pages.csv", "sources.csv", "countries.csv", "custom_events.csv"} <= set(
+        z.namelist()
+    )
     pages = z.read("pages.csv").decode().splitlines()
     assert pages == ["page,visitors,pageviews", "/a,5,5", "(other),3,4"]
     assert "/secret" not in b"".join(z.read(n) for n in z.namelist()).decode()

@@ -26,7 +26,9 @@ min_visitors = 2
 
 def http(url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     data = orjson.dumps(body) if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, orjson.loads(r.read())
@@ -53,14 +55,24 @@ def test_beacons_in_key_from_cli_figures_out(tmp_path: Path, geoip_files: tuple[
         }
         made = subprocess.run(
             [sys.executable, "-m", "proxy.cli", "analyst-key", "create", "--site", "blog", "--label", "e2e"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert made.returncode == 0, made.stderr
         key = made.stdout.strip()
         assert key.startswith("bpk_") and "\n" not in key  # stdout holds the key and nothing else
         listed = subprocess.run(
             [sys.executable, "-m", "proxy.cli", "analyst-key", "list"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert key.split("_")[1] in listed.stdout and key not in listed.stdout
         auth = {"Authorization": f"Bearer {key}"}
@@ -72,15 +84,28 @@ def test_beacons_in_key_from_cli_figures_out(tmp_path: Path, geoip_files: tuple[
         status, body = http(f"{proxy.url}/api/v2/query", {**query, "dimensions": ["event:page"]}, auth)
         assert status == 400 and "cannot be queried along with event dimensions" in body["error"]
         status, body = http(
-            f"{proxy.url}/api/v2/query", {**query, "metrics": ["visitors"], "dimensions": ["visit:source"]}, auth
+            f"{proxy.url}/api/v2/query",
+            {**query, "metrics": ["visitors"], "dimensions": ["visit:source"]},
+            auth,
         )
         assert body["results"] == [{"dimensions": ["Google"], "metrics": [3]}]
-        status, body = http(f"{proxy.url}/api/v2/query", {**query, "metrics": ["visitors"], "dimensions": ["event:page"]}, auth)
-        assert body["results"] == [{"dimensions": ["/a"], "metrics": [2]}]  # /b (1 visitor) is withheld, k = 2
+        status, body = http(
+            f"{proxy.url}/api/v2/query",
+            {**query, "metrics": ["visitors"], "dimensions": ["event:page"]},
+            auth,
+        )
+        assert body["results"] == [
+            {"dimensions": ["/a"], "metrics": [2]}
+        ]  # /b (1 visitor) is withheld, k = 2
         assert body["meta"]["suppression"]["other_rows_withheld"] == 1
         assert http(f"{proxy.url}/api/v2/query", query)[0] == 401
         revoked = subprocess.run(
             [sys.executable, "-m", "proxy.cli", "analyst-key", "revoke", key.split("_")[1]],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert revoked.returncode == 0, revoked.stderr

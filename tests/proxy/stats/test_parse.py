@@ -44,14 +44,19 @@ def test_named_and_custom_ranges_in_the_site_zone(date_range: Any, first: str, l
 
 def test_date_time_range_is_exact() -> None:
     q = v2(date_range=["2026-03-01T12:00:00+02:00", "2026-03-01T12:59:59+02:00"])
-    assert q.start == datetime(2026, 3, 1, 10, 0, tzinfo=UTC) and q.end == datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+    assert q.start == datetime(2026, 3, 1, 10, 0, tzinfo=UTC) and q.end == datetime(
+        2026, 3, 1, 11, 0, tzinfo=UTC
+    )
 
 
 def test_every_field_parses() -> None:
     q = v2(
         metrics=["visitors", "pageviews"],
         dimensions=["time:day", "event:props:plan"],
-        filters=[["is", "visit:country", ["DE"]], ["or", [["contains", "event:page", ["/a"], {"case_sensitive": False}]]]],
+        filters=[
+            ["is", "visit:country", ["DE"]],
+            ["or", [["contains", "event:page", ["/a"], {"case_sensitive": False}]]],
+        ],
         order_by=[["pageviews", "asc"]],
         pagination={"limit": 5, "offset": 10},
         include={"time_labels": True, "total_rows": True},

@@ -53,8 +53,14 @@ def test_remote_store_gives_the_same_figures(remote_dsn: str, tmp_path: Path) ->
         ]
         from proxy.model import EVENT_COLUMNS
 
-        sink.client.insert(f"{db}.events", [[r[c] for c in EVENT_COLUMNS] for r in rows], column_names=list(EVENT_COLUMNS))
-        doc = {"site_id": "demo", "date_range": ["2026-03-02", "2026-03-02"], "metrics": ["visitors", "visits", "bounce_rate"]}
+        sink.client.insert(
+            f"{db}.events", [[r[c] for c in EVENT_COLUMNS] for r in rows], column_names=list(EVENT_COLUMNS)
+        )
+        doc = {
+            "site_id": "demo",
+            "date_range": ["2026-03-02", "2026-03-02"],
+            "metrics": ["visitors", "visits", "bounce_rate"],
+        }
         q = parse_v2({**doc, "dimensions": ["visit:source"]}, engine.context("demo", NOW))
         result = engine.run(q)
         # Direct / None (visitor 1's second visit) and Twitter (visitor 3) are below k = 2: one (other) row

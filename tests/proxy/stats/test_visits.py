@@ -25,8 +25,19 @@ def planted(store: Store) -> Store:
             ev("demo", "2026-03-02 10:05:00", 1, "/b", referrer=site),
             ev("demo", "2026-03-02 10:06:00", 1, "/b", type="event", name="engagement", engagement_ms=60000),
             ev("demo", "2026-03-02 10:40:00", 1, "/c"),
-            ev("demo", "2026-03-02 11:00:00", 2, "/a", referrer="https://t.co", country="US", device="mobile"),
-            ev("demo", "2026-03-02 11:10:00", 2, "/a", type="event", name="signup", country="US", device="mobile"),
+            ev(
+                "demo", "2026-03-02 11:00:00", 2, "/a", referrer="https://t.co", country="US", device="mobile"
+            ),
+            ev(
+                "demo",
+                "2026-03-02 11:10:00",
+                2,
+                "/a",
+                type="event",
+                name="signup",
+                country="US",
+                device="mobile",
+            ),
             ev("demo", "2026-03-02 12:00:00", 3, "/b", utm_source="newsletter", utm_medium="email"),
             # another site and another day: never counted here
             ev("shop", "2026-03-02 10:00:00", 9, "/a"),
@@ -66,7 +77,9 @@ def test_entry_and_exit_pages(planted: Store) -> None:
 
 
 def test_sources_are_named_from_the_referrer_data_and_self_referrals_are_direct(planted: Store) -> None:
-    rows = planted.run({**DAY, "metrics": ["visitors", "visits", "percentage"], "dimensions": ["visit:source"]})
+    rows = planted.run(
+        {**DAY, "metrics": ["visitors", "visits", "percentage"], "dimensions": ["visit:source"]}
+    )
     assert sorted(rows) == [
         (["Direct / None"], [1, 1, 33.3]),
         (["Google"], [1, 1, 33.3]),
@@ -82,13 +95,17 @@ def test_visitor_dimensions_and_filters(planted: Store) -> None:
         (["desktop"], [2, 3]),
         (["mobile"], [1, 1]),
     ]
-    us = planted.run({**DAY, "metrics": ["visitors", "pageviews"], "filters": [["is", "visit:country", ["US"]]]})
+    us = planted.run(
+        {**DAY, "metrics": ["visitors", "pageviews"], "filters": [["is", "visit:country", ["US"]]]}
+    )
     assert us == [([], [1, 1])]
 
 
 def test_event_filter_on_visit_metrics_keeps_visits_with_a_matching_event(planted: Store) -> None:
     # visits that saw /b: visitor 1's first visit and visitor 3's
-    rows = planted.run({**DAY, "metrics": ["visits", "bounce_rate"], "filters": [["is", "event:page", ["/b"]]]})
+    rows = planted.run(
+        {**DAY, "metrics": ["visits", "bounce_rate"], "filters": [["is", "event:page", ["/b"]]]}
+    )
     assert rows == [([], [2, 50])]
 
 
@@ -142,7 +159,8 @@ def test_a_visit_counts_in_the_range_it_starts_in(store: Store) -> None:
 
 
 def test_time_buckets_in_the_site_zone_across_a_dst_change(store: Store) -> None:
-    # New York: 2026-03-08 02:00 EST -> 03:00 EDT. UTC times of local 23:30 (7th), 01:30, 03:30 (8th), 00:10 (9th)
+    # New York: 2026-03-08 02:00 EST -> 03:00 EDT.
+    # UTC times of local 23:30 (7th), 01:30, 03:30 (8th), 00:10 (9th)
     store.insert(
         [
             ev("ny", "2026-03-08 04:30:00", 1),
@@ -152,7 +170,12 @@ def test_time_buckets_in_the_site_zone_across_a_dst_change(store: Store) -> None
         ]
     )
     days = store.run(
-        {"site_id": "ny", "date_range": ["2026-03-07", "2026-03-09"], "metrics": ["pageviews"], "dimensions": ["time:day"]}
+        {
+            "site_id": "ny",
+            "date_range": ["2026-03-07", "2026-03-09"],
+            "metrics": ["pageviews"],
+            "dimensions": ["time:day"],
+        }
     )
     assert days == [(["2026-03-07"], [1]), (["2026-03-08"], [2]), (["2026-03-09"], [1])]
     doc = {
