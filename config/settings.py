@@ -160,6 +160,10 @@ class AnalyticsSettings(_Section):
     # Snowplow referer-parser data (referers.json) naming known referrers for visit:source. Empty: the
     # copy packaged with the referer-parser distribution.
     referrer_data: str = ""
+    # How often the store process checks for past UTC days whose visits need a rebuild (proxy/stats/
+    # visit_store.py): recent days every time, all days hourly and at start. Today is always made at
+    # query time, so this bounds how long late events take to reach past days' visit figures.
+    visits_refresh_seconds: float = Field(60.0, ge=1, le=86400)
     # How long a process trusts what it read about a key (so a revocation reaches every replica within
     # this many seconds).
     key_cache_seconds: float = Field(5.0, ge=0, le=600)

@@ -147,6 +147,24 @@ async def start_store(rt: Runtime, tasks: list[asyncio.Task[None]]) -> None:
             asyncio.create_task(_periodic(every, lambda: load_suppressions(subjects), "suppressions"))
         )
     rt.shipper.start()
+    stats = rt.analytics
+    if stats is not None:
+        # Past days' visits, rebuilt from events into the store (proxy/stats/visit_store.py); a low-priority
+        # background job whose failures are logged and retried at the next round.
+        async def refresh_visits() -> None:
+            await anyio.to_thread.run_sync(stats.visits.refresh)
+
+        every = rt.settings.analytics.visits_refresh_seconds
+        tasks.append(asyncio.create_task(_first_then_periodic(every, refresh_visits, "visit rebuild")))
+
+
+async def _first_then_periodic(every: float, job: Callable[[], Awaitable[None]], what: str) -> None:
+    await asyncio.sleep(1.0)  # after start-up, not during it
+    try:
+        await job()
+    except Exception as exc:
+        log.warning("%s failed: %s", what, type(exc).__name__)
+    await _periodic(every, job, what)
 
 
 async def stop_store(rt: Runtime) -> None:

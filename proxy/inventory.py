@@ -41,6 +41,8 @@ def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | Non
         "events_daily": ch.aggregate_retention_days,
         "audit_log": ch.audit_retention_days,
         "analyst_requests": 1,
+        "visits": ch.retention_days,
+        "visit_days": ch.retention_days,
     }.get(table)
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from config.settings import Settings
-from proxy.stats import sql, suppress
+from proxy.stats import sql, suppress, visit_store
 from proxy.stats.parse import SiteContext
 from proxy.stats.query import Query, QueryError
 from proxy.stats.referrers import Referrers
@@ -100,8 +100,24 @@ class StatsEngine:
         except (OSError, SinkError) as exc:
             raise StatsUnavailable(f"the store could not answer: {type(exc).__name__}") from None
 
+    def covered(self, q: Query) -> list[tuple[str, int]]:
+        """The past UTC days of the query whose visits are rebuilt in the store (``visit_store``)."""
+        first = q.start.astimezone(UTC).date()
+        last = min(
+            (q.end - timedelta(milliseconds=1)).astimezone(UTC).date(),
+            datetime.now(UTC).date() - timedelta(days=1),
+        )
+        if last < first:
+            return []
+        rows = self._rows(
+            visit_store.covered_sql(self.database),
+            {"site": q.site, "first": first.isoformat(), "last": last.isoformat()},
+        )
+        return [(str(r["covered_day"]), int(r["covered_version"])) for r in rows]
+
     def run(self, q: Query) -> Result:
-        statement = sql.build(q, self.database, self.referrers)
+        covered = self.covered(q) if sql.plan(q) == "visits" else []
+        statement = sql.build(q, self.database, self.referrers, covered)
         rows = self._rows(statement.sql, statement.parameters)
         shown, withheld = suppress.withhold(q, rows)
         out = [([r[d] for d in statement.dimensions], [r[m] for m in statement.metrics]) for r in shown]

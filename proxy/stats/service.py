@@ -13,6 +13,7 @@ from proxy.stats.parse import build, parse_date, parse_date_range
 from proxy.stats.query import Metric, Query
 from proxy.stats.ratelimit import RateLimiter
 from proxy.stats.referrers import Referrers
+from proxy.stats.visit_store import VisitStore
 from sinks.clickhouse import ClickHouseSink
 
 VISIT_SUMMARY: tuple[Metric, ...] = ("visitors", "visits", "bounce_rate", "visit_duration")
@@ -51,6 +52,7 @@ class StatsService:
     engine: StatsEngine
     keys: AnalystKeys
     limiter: RateLimiter
+    visits: VisitStore
 
     @classmethod
     def create(cls, settings: Settings, sink: ClickHouseSink) -> StatsService:
@@ -61,6 +63,7 @@ class StatsService:
             StatsEngine(settings, sink.dsn, referrers),
             AnalystKeys(KeyStore(sink), list(settings.sites), a.key_cache_seconds),
             RateLimiter(sink, a.rate_limit_per_hour),
+            VisitStore(sink.dsn, settings.clickhouse.database, settings.clickhouse.compress),
         )
 
     def export(self, site: str, period: object, now: datetime | None = None) -> bytes:
@@ -76,3 +79,4 @@ class StatsService:
 
     def close(self) -> None:
         self.engine.close()
+        self.visits.close()

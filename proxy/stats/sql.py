@@ -16,11 +16,12 @@ settings) is interpolated; the site, dates, time zone, clauses, property keys, t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from proxy.stats import suppress, timezone, visits
+from proxy.stats import suppress, timezone, visit_store, visits
 from proxy.stats.query import (
     PROPS_PREFIX,
     VISIT_METRICS,
@@ -37,7 +38,7 @@ DT = "DateTime64(3, 'UTC')"
 NOT_SET = "(not set)"
 NO_REFERRER = "Direct / None"
 VISITOR_DIMENSION_COLUMNS = {f"visit:{c}": c for c in visits.VISITOR_COLUMNS}
-UTM = ("utm_medium", "utm_source", "utm_campaign", "utm_content", "utm_term")
+UTM = visits.UTM_COLUMNS
 
 
 def plan(q: Query) -> Plan:
@@ -155,13 +156,7 @@ class _Build:
         conds = " AND ".join(
             [f"site = {self.bind(self.q.site, 'String')}", f"ts >= {start}", f"ts < {end}", *where]
         )
-        return (
-            f"SELECT visitor_hash AS vh, ts, type = 'pageview' AS is_pageview, "
-            f"{visits.interactive_sql()} AS is_interactive, path(url) AS page, name{props}, "
-            f"if(domain(referrer) = domain(url), '', domain(referrer)) AS ref_host, "
-            f"{', '.join(UTM)}, {', '.join(visits.VISITOR_COLUMNS)} "
-            f"FROM {self.db}.events WHERE {conds}"
-        )
+        return f"SELECT {visits.event_columns_sql()}{props} FROM {self.db}.events WHERE {conds}"
 
 
 def _pushdown(q: Query) -> tuple[list[Filter], list[Filter]]:
@@ -174,7 +169,14 @@ def _pushdown(q: Query) -> tuple[list[Filter], list[Filter]]:
     return down, rest
 
 
-def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) -> Statement:
+def build(
+    q: Query,
+    database: str,
+    referrer_parameters: dict[str, list[str]],
+    covered: Sequence[tuple[str, int]] = (),
+) -> Statement:
+    """``covered``: (UTC day, version) of the days whose visits are in the ``visits`` table
+    (``proxy.stats.visit_store``); the visits plan reads those from there and makes the others."""
     b = _Build(q, database)
     how = plan(q)
     # Property keys first, so the events relation knows them.
@@ -232,9 +234,25 @@ def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) ->
         rest_sql = [b.filter_sql(f, visit_leaf) for f in rest]
         if how == "annotated":
             visit_cols.append("x")
-        events_rel = b.events(read_start, read_end, pushed)
         wanted = [c for d, c in VISITOR_DIMENSION_COLUMNS.items() if d in used]
-        vis = visits.visits_sql(events_rel, b.carried, visit_cols, wanted)
+        if how == "visits" and covered and not b.flags:
+            # Rebuilt days from the visits table; the others (today, days not yet rebuilt) made here.
+            pairs = b.bind([(d, v) for d, v in covered], "Array(Tuple(Date, UInt64))")
+            stored_where = " AND ".join(
+                [f"site = {b.bind(q.site, 'String')}", f"(day, version) IN {pairs}", *pushed]
+            )
+            aliases = [c.rsplit(" AS ", 1)[1] for c in visit_cols]
+            vis = visit_store.read_sql(b.db, wanted, aliases, stored_where)
+            runs = _uncovered(_utc_day(q.start), _utc_day(q.end - timedelta(milliseconds=1)), covered)
+            if runs:
+                spans = " OR ".join(
+                    f"(ts >= {b.bind(_ts(a), DT)} AND ts < {b.bind(_ts(z), DT)})" for a, z in runs
+                )
+                events_rel = b.events(read_start, read_end, [*pushed, f"({spans})"])
+                vis += f" UNION ALL {visits.visits_sql(events_rel, b.carried, visit_cols, wanted)}"
+        else:
+            events_rel = b.events(read_start, read_end, pushed)
+            vis = visits.visits_sql(events_rel, b.carried, visit_cols, wanted)
         if how == "visits":
             conds = " AND ".join([f"vstart >= {start}", f"vstart < {end}", *rest_sql])
             relation = f"SELECT * FROM ({vis}) WHERE {conds}"
@@ -247,6 +265,8 @@ def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) ->
                 f"e.3 AS is_interactive, {cols} FROM ({vis}) ARRAY JOIN x AS e WHERE {conds}"
             )
             components = _event_components()
+    if "visit:source" in q.dimensions:
+        relation, dims, components = _name_sources_late(q, relation, dims, components)
     sql, metric_cols = suppress.fold_sql(q, relation, dims, components, b.bind)
     params = {**b.params, **(referrer_parameters if needs_source else {})}
     if q.bucket is not None:
@@ -257,6 +277,46 @@ def build(q: Query, database: str, referrer_parameters: dict[str, list[str]]) ->
 
 def _ts(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _name_sources_late(
+    q: Query, relation: str, dims: list[str], components: dict[str, str]
+) -> tuple[str, list[str], dict[str, str]]:
+    """Group by the raw referrer host and UTM source first and name the few distinct hosts afterwards,
+    rather than looking a name up for every visit: the same answer, far less work."""
+    raw = [
+        f"{expr} AS p{i}"
+        for i, (d, expr) in enumerate(zip(q.dimensions, dims, strict=True))
+        if d != "visit:source"
+    ]
+    keys = [
+        *(f"p{i}" for i, d in enumerate(q.dimensions) if d != "visit:source"),
+        "v_utm_source",
+        "v_ref_host",
+    ]
+    pre = ", ".join([*raw, "v_utm_source", "v_ref_host", *(f"{e} AS pre_{c}" for c, e in components.items())])
+    relation = f"SELECT {pre} FROM ({relation}) GROUP BY {', '.join(keys)}"
+    source = dims[q.dimensions.index("visit:source")]
+    dims = [source if d == "visit:source" else f"p{i}" for i, d in enumerate(q.dimensions)]
+    merged = {c: ("uniqMergeState" if c == "c_visitors" else "sum") + f"(pre_{c})" for c in components}
+    return relation, dims, merged
+
+
+def _uncovered(
+    first: datetime, last: datetime, covered: Sequence[tuple[str, int]]
+) -> list[tuple[datetime, datetime]]:
+    """UTC ``[start, end)`` runs of the days ``first``..``last`` that are not ``covered``."""
+    have = {d for d, _ in covered}
+    runs: list[tuple[datetime, datetime]] = []
+    day = first
+    while day <= last:
+        if day.date().isoformat() not in have:
+            if runs and runs[-1][1] == day:
+                runs[-1] = (runs[-1][0], day + timedelta(days=1))
+            else:
+                runs.append((day, day + timedelta(days=1)))
+        day += timedelta(days=1)
+    return runs
 
 
 def _utc_day(t: datetime) -> datetime:

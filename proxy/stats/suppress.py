@@ -52,7 +52,7 @@ def fold_sql(
     group_cols = [f"{expr} AS d{i}" for i, expr in enumerate(dims)]
     group_by = f" GROUP BY {', '.join(f'd{i}' for i in range(len(dims)))}" if dims else ""
     percent = "percentage" in q.metrics
-    total = ", uniqMerge(uniqState(vh)) OVER () AS total_visitors" if percent else ""
+    total = f", uniqMerge({components['c_visitors']}) OVER () AS total_visitors" if percent else ""
     level1 = (
         f"SELECT {', '.join([*group_cols, *(f'{e} AS {c}' for c, e in components.items())])}, "
         f"finalizeAggregation(c_visitors) AS group_visitors{total} FROM ({relation}){group_by}"

@@ -26,6 +26,19 @@ NON_INTERACTIVE = ("engagement", "$pageleave")
 VISITOR_COLUMNS = ("country", "region", "city", "device", "browser", "browser_version", "os", "os_version")
 
 
+UTM_COLUMNS = ("utm_medium", "utm_source", "utm_campaign", "utm_content", "utm_term")
+
+
+def event_columns_sql() -> str:
+    """The columns every events relation of the stats queries has (custom properties are added by the
+    query builder): a referrer from the page's own host counts as none."""
+    return (
+        f"visitor_hash AS vh, ts, type = 'pageview' AS is_pageview, {interactive_sql()} AS is_interactive, "
+        "page, name, if(domain(referrer) = domain(url), '', domain(referrer)) AS ref_host, "
+        f"{', '.join(UTM_COLUMNS)}, {', '.join(VISITOR_COLUMNS)}"
+    )
+
+
 def interactive_sql() -> str:
     names = ", ".join(f"'{n}'" for n in NON_INTERACTIVE)
     return f"(type = 'event' AND name NOT IN ({names}))"

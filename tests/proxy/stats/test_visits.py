@@ -9,6 +9,8 @@ bounces 2 of 4 = 50%; durations 360 + 0 + 600 + 0 over 4 visits = 240 s; 5/4 = 1
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from tests.proxy.stats.conftest import Store, ev
@@ -194,3 +196,38 @@ def test_time_buckets_in_the_site_zone_across_a_dst_change(store: Store) -> None
     labels = v2(result)["meta"]["time_labels"]
     assert len(labels) == 23 and "2026-03-08 02:00:00" not in labels  # the day has 23 hours
     assert labels[0] == "2026-03-08 00:00:00" and labels[-1] == "2026-03-08 23:00:00"
+
+
+def test_stored_visits_give_the_same_figures_and_follow_late_events(planted: Store) -> None:
+    from proxy.stats.visit_store import VisitStore
+
+    docs = [
+        {**DAY, "metrics": ["visitors", "visits", "pageviews", "events", "bounce_rate", "visit_duration"]},
+        {**DAY, "metrics": ["visits", "bounce_rate"], "dimensions": ["visit:entry_page"]},
+        {**DAY, "metrics": ["visitors", "percentage"], "dimensions": ["visit:source"]},
+        {**DAY, "metrics": ["visits"], "dimensions": ["visit:exit_page", "visit:device"]},
+        {
+            "site_id": "demo",
+            "date_range": ["2026-03-01", "2026-03-04"],
+            "metrics": ["visits"],
+            "dimensions": ["time:day"],
+        },
+    ]
+    made_here = [sorted(planted.run(d)) for d in docs]
+    store = VisitStore(planted.settings.clickhouse_dsn, planted.settings.clickhouse.database)
+    try:
+        assert store.refresh(full=True) == 3  # demo 2026-03-02 and 03-03, shop 03-02
+        assert store.refresh(full=True) == 0  # nothing changed
+        assert planted.engine.covered(planted.query(docs[0])) != []
+        assert [sorted(planted.run(d)) for d in docs] == made_here
+        # a late event (a replay from the spool): the day is stale until rebuilt, then counted
+        planted.insert([ev("demo", "2026-03-02 12:10:00", 3, "/d")])
+        assert store.refresh(now=datetime(2026, 3, 4, 8, 0, tzinfo=UTC), full=False) == 1
+        assert planted.run(docs[0]) == [([], [3, 4, 6, 7, 25, 390])]
+        versions = planted.sink.client.query(
+            f"SELECT uniqExact(version) FROM {planted.settings.clickhouse.database}.visits "
+            "WHERE site = 'demo' AND day = '2026-03-02'"
+        ).result_rows
+        assert versions == [(1,)]  # the older rebuild is gone
+    finally:
+        store.close()
