@@ -6,7 +6,9 @@ embedded store, while ingestion keeps running.
 1. Fills a fresh data directory with ~10 million events straight into the store (90 days, 3,000 pages
    with a skewed popularity, sources from search, social, newsletters and direct, devices, browsers, OS,
    countries; visits of 1-6 events with 10-250 s between them; custom events and engagement events).
-2. Starts ``beaconproxy serve`` on it, makes an analyst key with the CLI (through the running proxy).
+2. Rebuilds the past days' visits into the store (what the proxy's store process does by itself after
+   start, ``proxy/stats/visit_store.py``), then starts ``beaconproxy serve`` on it and makes an analyst
+   key with the CLI (through the running proxy).
 3. Posts beacons at a steady rate on a second thread for the whole measurement (ingestion keeps running).
 4. Runs each dashboard query once right after start (cold: the engine's caches are empty; the files are
    in the OS page cache from the fill) and ``--warm`` times more, and prints p50/p99 per query.
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config.settings import load_settings  # noqa: E402
+from proxy.stats.visit_store import VisitStore  # noqa: E402
 from sinks.clickhouse import ClickHouseSink  # noqa: E402
 from tests.support.proxy_server import free_port  # noqa: E402
 
@@ -118,6 +121,16 @@ def fill(data: Path, days: int, per_day: int) -> int:
     return n
 
 
+def rebuild_visits(data: Path) -> int:
+    """What the proxy's store process does by itself after start: past days' visits into the store."""
+    settings = load_settings(environ={}, data_dir=str(data), clickhouse={"database": "beacon"})
+    store = VisitStore(settings.clickhouse_dsn, "beacon")
+    try:
+        return store.refresh(full=True)
+    finally:
+        store.close()
+
+
 def post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, bytes]:
     req = urllib.request.Request(
         url, data=orjson.dumps(body), headers={"Content-Type": "application/json", **headers}
@@ -168,6 +181,9 @@ def main() -> int:
         t = time.perf_counter()
         n = fill(data, args.days, args.visits_per_day)
         print(f"filled {n:,} events over {args.days} days in {time.perf_counter() - t:.0f} s", flush=True)
+        t = time.perf_counter()
+        days = rebuild_visits(data)
+        print(f"visits of {days} past days rebuilt in {time.perf_counter() - t:.0f} s", flush=True)
     config = work / "bench.toml"
     config.write_text('[sites.bench]\nallowed_origins = ["*"]\n[analytics]\nrate_limit_per_hour = 100000\n')
     port = free_port()

@@ -48,12 +48,6 @@ ORDER BY (site, toDate(ts), type, name, ts)
 TTL {ttl}
 SETTINGS non_replicated_deduplication_window = 1000;
 
--- The URL's path, computed once at insert for the stats API's page breakdowns (a MATERIALIZED column:
--- not part of SELECT * or of the writer's INSERT; on rows stored before it existed it is computed on read).
-ALTER TABLE {database}.events
-    ADD COLUMN IF NOT EXISTS page LowCardinality(String) MATERIALIZED path(url)
-    COMMENT 'URL path (from url) | source: beacon | consent: none';
-
 -- Daily aggregates: no identifiers, kept longer than raw events. `visitors` is a uniq() sketch over the
 -- daily-salted visitor hash, whose salt is destroyed the next day.
 CREATE TABLE IF NOT EXISTS {database}.events_daily
@@ -193,3 +187,9 @@ CREATE TABLE IF NOT EXISTS {database}.visit_days
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (site, day)
 TTL {visits_ttl};
+
+-- The URL's path, computed once at insert for the stats API's page breakdowns (a MATERIALIZED column:
+-- not part of SELECT * or of the writer's INSERT; on rows stored before it existed it is computed on read).
+ALTER TABLE {database}.events
+    ADD COLUMN IF NOT EXISTS page LowCardinality(String) MATERIALIZED path(url)
+    COMMENT 'URL path (from url) | source: beacon | consent: none';
