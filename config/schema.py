@@ -20,6 +20,7 @@ TABLES = (
     "analyst_requests",
     "visits",
     "visit_days",
+    "event_days",
 )
 
 

@@ -212,6 +212,21 @@ def test_stored_visits_give_the_same_figures_and_follow_late_events(planted: Sto
             "metrics": ["visits"],
             "dimensions": ["time:day"],
         },
+        {**DAY, "metrics": ["visitors", "percentage"], "dimensions": ["visit:country"]},
+        {**DAY, "metrics": ["visitors", "pageviews", "events"], "dimensions": ["event:page"]},
+        {
+            "site_id": "demo",
+            "date_range": ["2026-03-01", "2026-03-04"],
+            "metrics": ["visitors", "events", "percentage"],
+            "dimensions": ["event:name"],
+            "filters": [["contains", "event:page", ["a"]]],
+        },
+        {
+            "site_id": "ny",
+            "date_range": ["2026-03-02", "2026-03-03"],
+            "metrics": ["visitors", "pageviews"],
+            "dimensions": ["event:page"],
+        },
     ]
     made_here = [sorted(planted.run(d)) for d in docs]
     store = VisitStore(planted.settings.clickhouse_dsn, planted.settings.clickhouse.database)
@@ -219,6 +234,11 @@ def test_stored_visits_give_the_same_figures_and_follow_late_events(planted: Sto
         assert store.refresh(full=True) == 3  # demo 2026-03-02 and 03-03, shop 03-02
         assert store.refresh(full=True) == 0  # nothing changed
         assert planted.engine.covered(planted.query(docs[0])) != []
+        from proxy.stats import sql
+
+        paged = planted.query(docs[6])
+        statement = sql.build(paged, planted.settings.clickhouse.database, {}, planted.engine.covered(paged))
+        assert "event_days" in statement.sql  # the stored page counts are read, not the events
         assert [sorted(planted.run(d)) for d in docs] == made_here
         # a late event (a replay from the spool): the day is stale until rebuilt, then counted
         planted.insert([ev("demo", "2026-03-02 12:10:00", 3, "/d")])
