@@ -20,7 +20,6 @@ TABLES = (
     "analyst_requests",
     "visits",
     "visit_days",
-    "event_days",
 )
 
 

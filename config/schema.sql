@@ -188,24 +188,6 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (site, day)
 TTL {visits_ttl};
 
--- Per past UTC day, page and event name: visitors (a uniq sketch over the daily hash), page views and
--- events, rebuilt with `visits` under the same version (page and event-name breakdowns read these).
-CREATE TABLE IF NOT EXISTS {database}.event_days
-(
-    site      LowCardinality(String) COMMENT 'site id | source: events | consent: none',
-    day       Date COMMENT 'UTC day | source: events | consent: none',
-    version   UInt64 COMMENT 'rebuild that wrote the row (ms since the epoch) | source: server | consent: none',
-    page      String COMMENT 'URL path | source: events | consent: none',
-    name      String COMMENT 'event name (pageview for page views) | source: events | consent: none',
-    visitors  AggregateFunction(uniq, UInt64) COMMENT 'distinct daily visitors (sketch; use uniqMerge) | source: events | consent: none',
-    pageviews UInt64 COMMENT 'page views | source: events | consent: none',
-    events    UInt64 COMMENT 'page views and custom events | source: events | consent: none'
-)
-ENGINE = MergeTree
-PARTITION BY toYYYYMM(day)
-ORDER BY (site, day, version, page, name)
-TTL {visits_ttl};
-
 -- The URL's path, computed once at insert for the stats API's page breakdowns (a MATERIALIZED column:
 -- not part of SELECT * or of the writer's INSERT; on rows stored before it existed it is computed on read).
 ALTER TABLE {database}.events

@@ -43,7 +43,6 @@ def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | Non
         "analyst_requests": 1,
         "visits": ch.retention_days,
         "visit_days": ch.retention_days,
-        "event_days": ch.retention_days,
     }.get(table)
 
 

@@ -129,7 +129,6 @@ class ClickHouseSink:
             ("audit_log", "time", ch.audit_retention_days),
             ("visits", "day", ch.retention_days),  # visits are derived from events: kept as long
             ("visit_days", "day", ch.retention_days),
-            ("event_days", "day", ch.retention_days),
         ):
             if (
                 f" TTL {normalised_ttl(column, days)}"

@@ -101,8 +101,7 @@ class StatsEngine:
             raise StatsUnavailable(f"the store could not answer: {type(exc).__name__}") from None
 
     def covered(self, q: Query) -> list[tuple[str, int]]:
-        """The past UTC days of the query whose visits and page counts are rebuilt in the store
-        (``visit_store``); the event_days plan only uses those wholly inside the range."""
+        """The past UTC days of the query whose visits are rebuilt in the store (``visit_store``)."""
         first = q.start.astimezone(UTC).date()
         last = min(
             (q.end - timedelta(milliseconds=1)).astimezone(UTC).date(),
@@ -117,7 +116,7 @@ class StatsEngine:
         return [(str(r["covered_day"]), int(r["covered_version"])) for r in rows]
 
     def run(self, q: Query) -> Result:
-        covered = self.covered(q) if sql.plan(q) == "visits" or sql.day_rollup(q) else []
+        covered = self.covered(q) if sql.plan(q) == "visits" else []
         statement = sql.build(q, self.database, self.referrers, covered)
         rows = self._rows(statement.sql, statement.parameters)
         shown, withheld = suppress.withhold(q, rows)

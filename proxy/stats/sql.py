@@ -41,7 +41,6 @@ VISITOR_DIMENSION_COLUMNS = {f"visit:{c}": c for c in visits.VISITOR_COLUMNS}
 UTM = visits.UTM_COLUMNS
 
 
-ROLLUP_DIMENSIONS = frozenset({"event:page", "event:name"})
 VISITOR_ONLY_METRICS = frozenset({"visitors", "percentage"})
 
 
@@ -173,12 +172,6 @@ class _Build:
         return f"SELECT {visits.event_columns_sql()}{props} FROM {self.db}.events WHERE {conds}"
 
 
-def day_rollup(q: Query) -> bool:
-    """Whether an ``events`` plan can read stored per-day page/event-name counts (``event_days``)."""
-    used = {*q.dimensions, *(c.dimension for c in conditions(q.filters))}
-    return plan(q) == "events" and used <= ROLLUP_DIMENSIONS
-
-
 def _pushdown(q: Query) -> tuple[list[Filter], list[Filter]]:
     """Top-level conditions on visitor attributes hold for all of a visitor's events, so they can filter
     events before visits are made: (pushed down, the rest)."""
@@ -212,33 +205,7 @@ def build(
         d in ("visit:source", "visit:referrer")
         for d in (*q.dimensions, *(c.dimension for c in conditions(rest)))
     )
-    if how == "events" and covered and day_rollup(q):
-        # Whole rebuilt UTC days from event_days, the rest of the range from events, as per-page sketches.
-        where = [b.filter_sql(f, b.event_leaf) for f in q.filters]
-        pairs = b.bind([(d, v) for d, v in covered], "Array(Tuple(Date, UInt64))")
-        stored_where = " AND ".join(
-            [f"site = {b.bind(q.site, 'String')}", f"(day, version) IN {pairs}", *where]
-        )
-        relation = (
-            "SELECT page, name, visitors AS pre_visitors, pageviews AS pre_pageviews, events AS pre_events "
-            f"FROM {b.db}.event_days WHERE {stored_where}"
-        )
-        runs = _uncovered_instants(q.start, q.end, covered)
-        if runs:
-            spans = " OR ".join(
-                f"(ts >= {b.bind(_ts(a), DT)} AND ts < {b.bind(_ts(z), DT)})" for a, z in runs
-            )
-            made = b.events(start, end, [f"({spans})", *where])
-            relation += (
-                " UNION ALL SELECT page, name, uniqState(vh) AS pre_visitors, "
-                "countIf(is_pageview) AS pre_pageviews, countIf(is_pageview OR is_interactive) AS pre_events "
-                f"FROM ({made}) GROUP BY page, name"
-            )
-        components = {
-            c: ("uniqMergeState" if c == "c_visitors" else "sum") + f"(pre_{c[2:]})"
-            for c in _event_components()
-        }
-    elif how == "events":
+    if how == "events":
         where = [*pushed, *(b.filter_sql(f, b.event_leaf) for f in rest)]
         relation = b.events(start, end, where)
         components = _event_components()
@@ -346,26 +313,6 @@ def _name_sources_late(
     dims = [source if d == "visit:source" else f"p{i}" for i, d in enumerate(q.dimensions)]
     merged = {c: ("uniqMergeState" if c == "c_visitors" else "sum") + f"(pre_{c})" for c in components}
     return relation, dims, merged
-
-
-def _uncovered_instants(
-    start: datetime, end: datetime, covered: Sequence[tuple[str, int]]
-) -> list[tuple[datetime, datetime]]:
-    """The parts of ``[start, end)`` outside the covered UTC days (whole days inside it only)."""
-    have = {d for d, _ in covered}
-    runs: list[tuple[datetime, datetime]] = []
-    t = start.astimezone(UTC)
-    while t < end:
-        day_end = _utc_day(t) + timedelta(days=1)
-        piece_end = min(day_end, end)
-        whole = t == _utc_day(t) and piece_end == day_end
-        if not (whole and _utc_day(t).date().isoformat() in have):
-            if runs and runs[-1][1] == t:
-                runs[-1] = (runs[-1][0], piece_end)
-            else:
-                runs.append((t, piece_end))
-        t = piece_end
-    return runs
 
 
 def _uncovered(

@@ -1,10 +1,9 @@
-"""Visits (and page/event-name counts) of past UTC days kept in the store, rebuilt from ``events``.
+"""Visits of past UTC days kept in the store, rebuilt from ``events`` with the one visit definition.
 
 Making visits at query time costs a sort of every event of the range per query; for a dashboard over 30
 days of millions of events that is seconds. So the process that owns the store (the single process, or
 the primary of ``--workers N``; on a remote store every replica's) rebuilds each past UTC day's visits into
-``visits`` (and its page and event-name counts into ``event_days``) whenever that day's event count
-differs from the count it was last built from (late events,
+``visits`` whenever that day's event count differs from the count it was last built from (late events,
 replays from the spool, deletions), then records the rebuild in ``visit_days``. Queries read ``visits``
 for recorded days and make visits from ``events`` for the rest (today, and any day not yet rebuilt), so
 answers are never staler than the events, and the same on every replica: a rebuild is a function of
@@ -76,17 +75,6 @@ def rebuild_sql(db: str) -> str:
     )
 
 
-def event_days_sql(db: str) -> str:
-    """Page views, events and visitors per page and event name of one site and UTC day."""
-    return (
-        f"INSERT INTO {db}.event_days (site, day, version, page, name, visitors, pageviews, events) "
-        "SELECT {site:String}, {day:Date}, {version:UInt64}, page, name, uniqState(visitor_hash), "
-        f"countIf(type = 'pageview'), countIf(type = 'pageview' OR {visits.interactive_sql()}) "
-        f"FROM {db}.events WHERE site = {{site:String}} AND ts >= toDateTime64({{day:Date}}, 3, 'UTC') "
-        "AND ts < toDateTime64({day:Date} + 1, 3, 'UTC') GROUP BY page, name"
-    )
-
-
 def read_sql(db: str, visitor_columns: list[str], visit_columns: list[str], where: str) -> str:
     """Visits from ``visits`` in the shape of a query-time visits relation (:func:`visits.visits_sql`):
     ``vh``, the visitor columns, ``vstart``, then the visit columns (aliases), in the order given."""
@@ -139,7 +127,6 @@ class VisitStore:
         version = time.time_ns() // 1_000_000
         params: dict[str, Any] = {"site": site, "day": day.isoformat(), "version": version}
         self.client.command(rebuild_sql(self.db), parameters=params)
-        self.client.command(event_days_sql(self.db), parameters=params)
         # Recorded only once every row is written: readers never see a half-written day. Then the older
         # versions go (a crash before this leaves rows nobody reads, removed at the day's next rebuild).
         self.client.insert(
@@ -147,12 +134,11 @@ class VisitStore:
             [[site, day, version, events]],
             column_names=["site", "day", "version", "events"],
         )
-        for table in ("visits", "event_days"):
-            self.client.command(
-                f"DELETE FROM {self.db}.{table} WHERE site = {{site:String}} AND day = {{day:Date}} "
-                "AND version < {version:UInt64}",
-                parameters=params,
-            )
+        self.client.command(
+            f"DELETE FROM {self.db}.visits WHERE site = {{site:String}} AND day = {{day:Date}} "
+            "AND version < {version:UInt64}",
+            parameters=params,
+        )
 
     def refresh(self, now: datetime | None = None, full: bool | None = None) -> int:
         """Rebuild every stale day (newest first); returns how many."""

@@ -236,9 +236,11 @@ def test_stored_visits_give_the_same_figures_and_follow_late_events(planted: Sto
         assert planted.engine.covered(planted.query(docs[0])) != []
         from proxy.stats import sql
 
-        paged = planted.query(docs[6])
-        statement = sql.build(paged, planted.settings.clickhouse.database, {}, planted.engine.covered(paged))
-        assert "event_days" in statement.sql  # the stored page counts are read, not the events
+        sourced = planted.query(docs[2])
+        statement = sql.build(
+            sourced, planted.settings.clickhouse.database, {}, planted.engine.covered(sourced)
+        )
+        assert f"{planted.settings.clickhouse.database}.visits" in statement.sql  # stored visits are read
         assert [sorted(planted.run(d)) for d in docs] == made_here
         # a late event (a replay from the spool): the day is stale until rebuilt, then counted
         planted.insert([ev("demo", "2026-03-02 12:10:00", 3, "/d")])
