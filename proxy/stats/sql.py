@@ -278,6 +278,8 @@ def build(
                 f"e.3 AS is_interactive, {cols} FROM ({vis}) ARRAY JOIN x AS e WHERE {conds}"
             )
             components = _event_components()
+    # Only what the metrics need: every component read is columns scanned and values aggregated.
+    components = {c: e for c, e in components.items() if c == "c_visitors" or set(q.metrics) & _NEEDED_BY[c]}
     if "visit:source" in q.dimensions:
         relation, dims, components = _name_sources_late(q, relation, dims, components)
     sql, metric_cols = suppress.fold_sql(q, relation, dims, components, b.bind)
@@ -334,6 +336,15 @@ def _uncovered(
 
 def _utc_day(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+_NEEDED_BY: dict[str, frozenset[str]] = {
+    "c_pageviews": frozenset({"pageviews", "views_per_visit"}),
+    "c_events": frozenset({"events"}),
+    "c_visits": frozenset({"visits", "bounce_rate", "visit_duration", "views_per_visit"}),
+    "c_bounces": frozenset({"bounce_rate"}),
+    "c_duration": frozenset({"visit_duration"}),
+}
 
 
 def _event_components() -> dict[str, str]:

@@ -50,24 +50,34 @@ def fold_sql(
     k = bind(q.min_visitors, "UInt32")
     breakdown = [i for i, d in enumerate(q.dimensions) if level(d) != "time"]
     group_cols = [f"{expr} AS d{i}" for i, expr in enumerate(dims)]
-    group_by = f" GROUP BY {', '.join(f'd{i}' for i in range(len(dims)))}" if dims else ""
+    keys = ", ".join(f"d{i}" for i in range(len(dims)))
+    group_by = f" GROUP BY {keys}" if dims else ""
     percent = "percentage" in q.metrics
-    total = f", uniqMerge({components['c_visitors']}) OVER () AS total_visitors" if percent else ""
-    level1 = (
-        f"SELECT {', '.join([*group_cols, *(f'{e} AS {c}' for c, e in components.items())])}, "
-        f"finalizeAggregation(c_visitors) AS group_visitors{total} FROM ({relation}){group_by}"
-    )
+    others = [f"{e} AS {c}" for c, e in components.items() if c != "c_visitors"]
+    sums = [f"sum({c}) AS {c}" for c in components if c != "c_visitors"]
+    if components["c_visitors"] == "uniqState(vh)" and not percent:
+        # A group's visitors as a number, plus at most k of them: a group below k keeps all of its
+        # visitors, so the union for (other) is exact, and big groups carry no sketch to merge.
+        counted = ["uniq(vh) AS group_visitors", f"groupUniqArray({k})(vh) AS few"]
+        union = "if(max(small), length(groupUniqArrayArray(few)), sum(group_visitors)) AS visitors"
+        total = ""
+    else:
+        counted = [
+            f"{components['c_visitors']} AS c_visitors",
+            "finalizeAggregation(c_visitors) AS group_visitors",
+        ]
+        union = "uniqMerge(c_visitors) AS visitors"
+        total = f", uniqMerge({components['c_visitors']}) OVER () AS total_visitors" if percent else ""
+    level1 = f"SELECT {', '.join([*group_cols, *others, *counted])}{total} FROM ({relation}){group_by}"
     small = f"group_visitors < {k}" if breakdown else "0"
     folded_dims = [
         f"if(small, '{OTHER}', d{i}) AS d{i}" if i in breakdown else f"d{i}" for i in range(len(dims))
     ]
-    sums = [f"sum({c}) AS {c}" for c in components if c != "c_visitors"]
-    group_by2 = f" GROUP BY {', '.join(f'd{i}' for i in range(len(dims)))}" if dims else ""
     any_total = ", any(total_visitors) AS total_visitors" if percent else ""
     level2 = (
-        f"SELECT {', '.join([*folded_dims, 'uniqMerge(c_visitors) AS visitors', *sums])}, "
-        f"count() AS groups, max(small) AS is_other{any_total} "
-        f"FROM (SELECT *, {small} AS small FROM ({level1})){group_by2}"
+        f"SELECT {', '.join([*folded_dims, union, *sums])}, count() AS groups, "
+        f"max(small) AS is_other{any_total} "
+        f"FROM (SELECT *, {small} AS small FROM ({level1})){group_by}"
     )
     metric_cols = [f"m_{m}" for m in q.metrics]
     finished = [f"{_FINISH[m]} AS m_{m}" for m in q.metrics]
