@@ -146,6 +146,8 @@ def build(
     if not order_by:
         times = [d for d in dimensions if level(d) == "time"]
         order_by = (*((t, "asc") for t in times), (metrics[0], "desc"))
+    if echo is not None:
+        echo["order_by"] = [[k, d] for k, d in order_by]  # as answered, defaults included
     bucket: Bucket | None = None
     for d in dimensions:
         if d == "time":
