@@ -12,7 +12,16 @@ SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 _STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)  # a statement ends with ";" at the end of a line
 # Columns whose values expire before the row does (a column TTL in the DDL).
 PSEUDONYM_COLUMNS = ("client_id", "user_id", "session_id", "click_ids")
-TABLES = ("events", "events_daily", "audit_log", "suppressions")
+TABLES = (
+    "events",
+    "events_daily",
+    "audit_log",
+    "suppressions",
+    "analyst_keys",
+    "analyst_requests",
+    "visits",
+    "visit_days",
+)
 
 
 def days_ttl(column: str, days: int) -> str:
@@ -126,6 +135,7 @@ def ddl_statements(database: str, ch: ClickhouseSettings) -> list[str]:
         pseudonym_ttl=days_ttl("ts", ch.pseudonym_retention_days),
         aggregate_ttl=days_ttl("day", ch.aggregate_retention_days),
         audit_ttl=days_ttl("time", ch.audit_retention_days),
+        visits_ttl=days_ttl("day", ch.retention_days),
     )
     return [stmt.strip() for stmt in _STATEMENT_END.split(text) if stmt.strip()]
 

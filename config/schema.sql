@@ -115,3 +115,85 @@ CREATE TABLE IF NOT EXISTS {database}.suppressions
 )
 ENGINE = ReplacingMergeTree(updated)
 ORDER BY (site, kind, subject);
+
+-- Analyst keys (proxy/stats/keys.py). Only a SHA-256 of each key is stored, never the key; every replica
+-- reads the same rows. Latest row per key id wins (a revocation is a newer row).
+CREATE TABLE IF NOT EXISTS {database}.analyst_keys
+(
+    key_id   String COMMENT 'public part of an analyst key | source: admin | consent: none',
+    key_hash String COMMENT 'SHA-256 of the whole key | source: server | consent: none',
+    sites    Array(String) COMMENT 'site ids the key reads | source: admin | consent: none',
+    label    String COMMENT 'free text naming the key holder, from the admin | source: admin | consent: none',
+    created  DateTime64(3, 'UTC') COMMENT 'when the key was made | source: server | consent: none',
+    revoked  UInt8 COMMENT '1 once revoked | source: admin | consent: none',
+    updated  DateTime64(3, 'UTC') COMMENT 'when the row was written | source: server | consent: none'
+)
+ENGINE = ReplacingMergeTree(updated)
+ORDER BY key_id;
+
+-- Requests per analyst key and minute, for the hourly rate limit shared by every replica.
+CREATE TABLE IF NOT EXISTS {database}.analyst_requests
+(
+    key_id   String COMMENT 'public part of an analyst key | source: server | consent: none',
+    minute   DateTime('UTC') COMMENT 'minute of the requests | source: server | consent: none',
+    requests UInt64 COMMENT 'requests in that minute | source: server | consent: none'
+)
+ENGINE = SummingMergeTree
+ORDER BY (key_id, minute)
+TTL minute + INTERVAL 1 DAY;
+
+-- Visits of past UTC days, rebuilt from `events` by the store process (proxy/stats/visit_store.py) with the
+-- one visit definition (proxy/stats/visits.py): one row per visitor and UTC day, the visits as arrays. A
+-- rebuild writes a whole day under a new version, records it in visit_days, then deletes the older
+-- versions; readers take only the recorded version of each day, so a day is never half old, half new. No
+-- identifiers: the visitor is the daily hash, whose salt is destroyed the next day.
+CREATE TABLE IF NOT EXISTS {database}.visits
+(
+    site            LowCardinality(String) COMMENT 'site id | source: events | consent: none',
+    day             Date COMMENT 'UTC day of the daily visitor hash | source: events | consent: none',
+    visitor_hash    UInt64 COMMENT 'cookieless daily visitor hash | source: events | consent: none',
+    version         UInt64 COMMENT 'rebuild that wrote the row (ms since the epoch) | source: server | consent: none',
+    country         LowCardinality(String) COMMENT 'ISO country code | source: events | consent: none',
+    region          LowCardinality(String) COMMENT 'first-level region | source: events | consent: none',
+    city            LowCardinality(String) COMMENT 'city, when stored | source: events | consent: none',
+    device          LowCardinality(String) COMMENT 'device class | source: events | consent: none',
+    browser         LowCardinality(String) COMMENT 'browser family | source: events | consent: none',
+    browser_version LowCardinality(String) COMMENT 'browser major version | source: events | consent: none',
+    os              LowCardinality(String) COMMENT 'OS family | source: events | consent: none',
+    os_version      LowCardinality(String) COMMENT 'OS major version | source: events | consent: none',
+    starts          Array(DateTime64(3, 'UTC')) COMMENT 'first event time of each visit | source: events | consent: none',
+    pageviews       Array(UInt32) COMMENT 'page views per visit | source: events | consent: none',
+    events          Array(UInt32) COMMENT 'page views and custom events per visit | source: events | consent: none',
+    bounces         Array(UInt8) COMMENT '1 when the visit bounced | source: events | consent: none',
+    durations       Array(UInt32) COMMENT 'seconds from first to last event of each visit | source: events | consent: none',
+    entry_pages     Array(String) COMMENT 'entry page path of each visit | source: events | consent: none',
+    exit_pages      Array(String) COMMENT 'exit page path of each visit | source: events | consent: none',
+    ref_hosts       Array(String) COMMENT 'referrer host of each visit, empty when direct or internal | source: events | consent: none',
+    utm_sources     Array(String) COMMENT 'utm_source of each visit | source: events | consent: none',
+    utm_mediums     Array(String) COMMENT 'utm_medium of each visit | source: events | consent: none',
+    utm_campaigns   Array(String) COMMENT 'utm_campaign of each visit | source: events | consent: none',
+    utm_contents    Array(String) COMMENT 'utm_content of each visit | source: events | consent: none',
+    utm_terms       Array(String) COMMENT 'utm_term of each visit | source: events | consent: none'
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (site, day, version, visitor_hash)
+TTL {visits_ttl};
+
+-- Which rebuild of each day's visits is current, and how many events it was made from.
+CREATE TABLE IF NOT EXISTS {database}.visit_days
+(
+    site    LowCardinality(String) COMMENT 'site id | source: events | consent: none',
+    day     Date COMMENT 'UTC day | source: events | consent: none',
+    version UInt64 COMMENT 'the current rebuild (ms since the epoch) | source: server | consent: none',
+    events  UInt64 COMMENT 'events of the day when it was rebuilt | source: events | consent: none'
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (site, day)
+TTL {visits_ttl};
+
+-- The URL's path, computed once at insert for the stats API's page breakdowns (a MATERIALIZED column:
+-- not part of SELECT * or of the writer's INSERT; on rows stored before it existed it is computed on read).
+ALTER TABLE {database}.events
+    ADD COLUMN IF NOT EXISTS page LowCardinality(String) MATERIALIZED path(url)
+    COMMENT 'URL path (from url) | source: beacon | consent: none';

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -189,6 +190,30 @@ class BatchSettings(_Section):
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
 
 
+class AnalyticsSettings(_Section):
+    """The analysts' stats API (proxy/stats): suppression, and limits per analyst key and query."""
+
+    # A breakdown row counted from fewer distinct visitors is folded into "(other)"; 1 turns it off.
+    min_visitors: int = Field(5, ge=1, le=1000)
+    # Requests per analyst key and hour, counted in the store (so across replicas); then 429.
+    rate_limit_per_hour: int = Field(600, ge=1, le=1_000_000)
+    # ClickHouse settings on every analyst query: a time limit, a result-row cap, and the threads one
+    # query may use (on a 2-core machine 1 leaves the other core to ingestion).
+    max_execution_seconds: float = Field(10.0, gt=0, le=600)
+    max_result_rows: int = Field(100_000, ge=100, le=10_000_000)
+    max_threads: int = Field(1, ge=1, le=64)
+    # Snowplow referer-parser data (referers.json) naming known referrers for visit:source. Empty: the
+    # copy packaged with the referer-parser distribution.
+    referrer_data: str = ""
+    # How often the store process checks for past UTC days whose visits need a rebuild (proxy/stats/
+    # visit_store.py): recent days every time, all days hourly and at start. Today is always made at
+    # query time, so this bounds how long late events take to reach past days' visit figures.
+    visits_refresh_seconds: float = Field(60.0, ge=1, le=86400)
+    # How long a process trusts what it read about a key (so a revocation reaches every replica within
+    # this many seconds).
+    key_cache_seconds: float = Field(5.0, ge=0, le=600)
+
+
 class ConsentCookieSettings(_Section):
     name: str = Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
     # json: {"analytics": true, ...}; kv: "analytics:1,marketing:0"; tcf: an IAB TCF v2 string (euconsent-v2).
@@ -242,6 +267,19 @@ class SiteSettings(_Section):
     # website id, a Segment/RudderStack write key, a PostHog project API key, a Snowplow app id. Any key
     # here matches in every format; a key may belong to one site only.
     tracker_keys: tuple[str, ...] = ()
+    # The site's reporting time zone (IANA name): date ranges and time buckets of the stats API.
+    timezone: str = "UTC"
+    # Overrides analytics.min_visitors for this site (1 turns small-count suppression off).
+    min_visitors: int | None = Field(None, ge=1, le=1000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return v
 
     @field_validator("tracker_keys")
     @classmethod
@@ -289,6 +327,7 @@ class Settings(_Section):
     clickhouse: ClickhouseSettings = ClickhouseSettings()
     batch: BatchSettings = BatchSettings()
     spool: SpoolSettings = SpoolSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from proxy.http import HTTPError, error_response, json_response, log_internal_er
 from proxy.ingest import Ingest
 from proxy.metrics import RuntimeCollector
 from proxy.runtime import Role, Runtime, build_runtime
+from proxy.stats.routes import analyst_key_routes, stats_routes
 from proxy.subjects import SubjectService
 from proxy.tracker import tracker_endpoint
 from proxy.useragent import parser_backend
@@ -133,7 +134,10 @@ def ingest_routes() -> list[Route]:
 def store_routes(settings: Settings) -> list[Route]:
     """What needs the sink and is public: served by a single process or the primary; workers forward
     them. /metrics is here unless ``server.metrics_listener`` moves it to the admin listener."""
-    routes = [Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"])]
+    routes = [
+        Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"]),
+        *stats_routes(),  # the analysts' API (proxy/stats), with its own keys
+    ]
     if settings.server.metrics_listener == "public":
         routes.append(Route("/metrics", metrics, methods=["GET"]))
     return routes
@@ -148,6 +152,7 @@ def admin_routes(settings: Settings) -> list[Route]:
         Route("/admin/subjects/{action}", admin_subject, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *analyst_key_routes(),  # managing the analysts' keys (proxy/stats)
     ]
     if settings.server.metrics_listener == "admin":
         routes.append(Route("/metrics", metrics, methods=["GET"]))
@@ -194,12 +199,15 @@ class Periodic:
     work: Callable[[Runtime], Awaitable[None]]
     vital: bool = False
     final: Callable[[Runtime], None] | None = None
+    first_after: float | None = None  # the first run after this many seconds (default: ``every``)
 
 
 def start_periodic(rt: Runtime, periodic: Periodic) -> asyncio.Task[None]:
     job = JobState(periodic.name, periodic.vital)
     rt.jobs.append(job)
-    return asyncio.create_task(run_periodic(job, periodic.every, lambda: periodic.work(rt)))
+    return asyncio.create_task(
+        run_periodic(job, periodic.every, lambda: periodic.work(rt), first_after=periodic.first_after)
+    )
 
 
 async def _purge_salts(rt: Runtime) -> None:
@@ -223,6 +231,17 @@ async def start_store(rt: Runtime, tasks: list[asyncio.Task[None]]) -> None:
         reload = Periodic("suppression_reload", every, lambda _: load_suppressions(subjects))
         tasks.append(start_periodic(rt, reload))
     rt.shipper.start()
+    stats = rt.analytics
+    if stats is not None:
+        # Past days' visits, rebuilt from events into the store (proxy/stats/visit_store.py); a low-priority
+        # background job whose failures are logged and retried at the next round.
+        async def refresh_visits() -> None:
+            await anyio.to_thread.run_sync(stats.visits.refresh)
+
+        every = rt.settings.analytics.visits_refresh_seconds
+        # First soon after start-up (not during it), then every `every` seconds.
+        rebuild = Periodic("visit_rebuild", every, lambda _: refresh_visits(), first_after=1.0)
+        tasks.append(start_periodic(rt, rebuild))
 
 
 async def stop_store(rt: Runtime) -> None:

@@ -130,15 +130,17 @@ async def run_periodic(
     *,
     backoff_initial: float = 0.5,
     backoff_max: float = 30.0,
+    first_after: float | None = None,
 ) -> None:
-    """Run ``work`` every ``every`` seconds on the event loop, for as long as the task is not cancelled.
+    """Run ``work`` every ``every`` seconds (the first time after ``first_after``, if given) on the event
+    loop, for as long as the task is not cancelled.
 
     A failure is handled as a supervised thread's: logged once per streak, counted, the job reported
     down, and tried again after a doubling backoff (never waiting longer than ``every`` would have); the
     first success reports it up again."""
     job.up = True
     delay = backoff_initial
-    wait = every
+    wait = every if first_after is None else first_after
     while True:
         await asyncio.sleep(wait)
         try:

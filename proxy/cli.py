@@ -3,6 +3,8 @@
 beaconproxy serve [--config FILE] [--host H] [--port P]
 beaconproxy query "SELECT ..." [--config FILE]
 beaconproxy config [--config FILE]        # the effective settings, secrets hidden
+beaconproxy analyst-key create --site SITE [--site SITE2] [--label TEXT]   # prints the key once
+beaconproxy analyst-key list | revoke KEY_ID
 """
 
 from __future__ import annotations
@@ -319,6 +321,65 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyst_keys_direct(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Serve an analyst-key command with the store opened here (no proxy running, or a remote store)."""
+    from proxy.stats.keys import AnalystKeys, KeyStore
+
+    sink = _open_sink(settings)
+    try:
+        keys = AnalystKeys(KeyStore(sink), list(settings.sites), 0)
+        if args.action == "create":
+            text, key = keys.create(args.site, args.label)
+            return {**key.public(), "key": text}
+        if args.action == "list":
+            return {"keys": [k.public() for k in keys.list()]}
+        return keys.revoke(args.key_id).public()
+    finally:
+        sink.close()
+
+
+def cmd_analyst_key(args: argparse.Namespace) -> int:
+    """Create, list or revoke analyst keys. ``create`` prints the key on stdout once (and nothing else
+    there); only its hash is stored."""
+    from proxy.stats.keys import AnalystKeyError
+
+    settings = _settings(args)
+    _configure_logging("warning")
+    if args.action == "create" and not args.site:
+        print("analyst-key create: name at least one --site", file=sys.stderr)
+        return 2
+    if args.action == "revoke" and not args.key_id:
+        print("analyst-key revoke: name the key id", file=sys.stderr)
+        return 2
+    try:
+        with _proxy_or_store(settings) as admin:
+            if admin is None:
+                doc = _analyst_keys_direct(settings, args)
+            elif args.action == "create":
+                body = orjson.dumps({"sites": args.site, "label": args.label})
+                doc = orjson.loads(admin.call("POST", "/admin/analyst-keys", body).data)
+            elif args.action == "list":
+                doc = orjson.loads(admin.call("GET", "/admin/analyst-keys", None).data)
+            else:
+                doc = orjson.loads(
+                    admin.call("POST", f"/admin/analyst-keys/{args.key_id}/revoke", b"{}").data
+                )
+    except (SinkError, AnalystKeyError) as exc:
+        print(f"analyst-key {args.action} failed: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "create":
+        print(f"key id {doc['id']} reads {', '.join(doc['sites'])}; it is shown only now", file=sys.stderr)
+        sys.stdout.write(doc["key"] + "\n")
+    elif args.action == "list":
+        for k in doc["keys"]:
+            state = "revoked" if k["revoked"] else "live"
+            sys.stdout.write(f"{k['id']}\t{state}\t{','.join(k['sites'])}\t{k['created']}\t{k['label']}\n")
+    else:
+        sys.stdout.write(f"{doc['id']}\trevoked\n")
+    sys.stdout.flush()
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     data = settings.model_dump(mode="json")
@@ -360,7 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     subject.set_defaults(func=cmd_subject)
     inventory = sub.add_parser("inventory", help="print the data inventory (JSON) of every stored column")
     inventory.set_defaults(func=cmd_inventory)
-    for p in (serve, query, cfg, subject, inventory):
+    akey = sub.add_parser("analyst-key", help="analyst keys for the stats API: create, list, revoke")
+    akey.add_argument("action", choices=["create", "list", "revoke"])
+    akey.add_argument("key_id", nargs="?", help="revoke: the key id (from list)")
+    akey.add_argument("--site", action="append", default=[], help="create: a site the key reads (repeatable)")
+    akey.add_argument("--label", default="", help="create: who the key is for")
+    akey.set_defaults(func=cmd_analyst_key)
+    for p in (serve, query, cfg, subject, inventory, akey):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 

@@ -33,10 +33,17 @@ def parse_comment(table: str, column: str, comment: str) -> dict[str, Any]:
 
 
 def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | None:
-    """Days a value is kept; None: until the subject is unblocked (suppression list)."""
+    """Days a value is kept; None: until removed by hand (a blocked subject until unblocked, an analyst
+    key's row for as long as the store lives: a revoked key stays listed as revoked)."""
     if table == "events":
         return ch.pseudonym_retention_days if column in PSEUDONYM_COLUMNS else ch.retention_days
-    return {"events_daily": ch.aggregate_retention_days, "audit_log": ch.audit_retention_days}.get(table)
+    return {
+        "events_daily": ch.aggregate_retention_days,
+        "audit_log": ch.audit_retention_days,
+        "analyst_requests": 1,
+        "visits": ch.retention_days,
+        "visit_days": ch.retention_days,
+    }.get(table)
 
 
 def build_inventory(columns: Iterable[tuple[str, str, str, str]], ch: ClickhouseSettings) -> dict[str, Any]:

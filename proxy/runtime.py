@@ -20,6 +20,7 @@ from proxy.metrics import Metrics
 from proxy.parse import Limits
 from proxy.pipeline import Pipeline, Services
 from proxy.ratelimit import RateLimit
+from proxy.stats.service import StatsService
 from proxy.subjects import SubjectService, Suppressions
 from sinks.base import Sink
 from sinks.clickhouse import ClickHouseSink
@@ -86,6 +87,9 @@ class Runtime:
         jobs = self.background()
         self.metrics.jobs_down = Counter({job.name: int(not job.up) for job in jobs})
         self.metrics.job_failures = Counter({job.name: job.failures for job in jobs})
+
+    # The analysts' stats API; None in a worker, or when the sink is not ClickHouse.
+    analytics: StatsService | None = None
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Every event accepted so far is in storage (seal the open segment, wait for the shipper)."""
@@ -206,4 +210,5 @@ def build_runtime(
     rt.admin_address = parse_admin_listen(settings.server.admin_listen, data)
     if isinstance(sink, ClickHouseSink):
         rt.subjects = SubjectService(keys, SubjectStore(sink), suppressions, services.sites, rt.flush)
+        rt.analytics = StatsService.create(settings, sink)
     return rt

@@ -29,12 +29,16 @@ from proxy.app import Periodic, create_app
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
 from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
+from proxy.stats.routes import STATS_PATHS
 from proxy.visitor import CLIENT_HEADER, client_prefix
 
 log = logging.getLogger("beaconproxy")
 
 # What a worker passes to the primary (the admin API is served by the primary's admin listener only).
-FORWARDED_PATHS = (("/v1/consent/withdraw", ["POST"]),)
+FORWARDED_PATHS = (
+    ("/v1/consent/withdraw", ["POST"]),
+    *STATS_PATHS,  # the analysts' API needs the store: the primary answers it
+)
 # Headers that describe one hop, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}

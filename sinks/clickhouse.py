@@ -184,6 +184,8 @@ class ClickHouseSink:
         for table, column, days in (
             ("events_daily", "day", ch.aggregate_retention_days),
             ("audit_log", "time", ch.audit_retention_days),
+            ("visits", "day", ch.retention_days),  # visits are derived from events: kept as long
+            ("visit_days", "day", ch.retention_days),
         ):
             if (
                 f" TTL {normalised_ttl(column, days)}"

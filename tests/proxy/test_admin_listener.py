@@ -114,6 +114,8 @@ def test_the_actor_comes_from_the_listener_not_the_request() -> None:
         ("GET", "/admin/inventory"),
         ("POST", "/admin/subjects/export"),
         ("POST", "/admin/subjects/delete"),
+        ("GET", "/admin/analyst-keys"),
+        ("POST", "/admin/analyst-keys"),
     ],
 )
 def test_admin_endpoints_are_not_on_the_public_listener(client: TestClient, method: str, path: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from config.schema import TABLES
 from proxy.cli import main
 from proxy.subjects import NOTHING_LINKABLE
 from tests.conftest import CHROME_UA
@@ -336,7 +337,7 @@ def test_inventory_while_running_and_stopped(server: subprocess.Popen[str], env:
     running = cli("inventory", env=env)
     assert running.returncode == 0, running.stderr
     inventory = orjson.loads(running.stdout)
-    assert set(inventory["tables"]) == {"events", "events_daily", "audit_log", "suppressions"}
+    assert set(inventory["tables"]) == set(TABLES)
     assert inventory["tables"]["events"]["client_id"]["consent"] == ["analytics"]
     assert inventory["tables"]["events"]["client_id"]["retention_days"] == 90
     stop(server, env)

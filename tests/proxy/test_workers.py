@@ -122,6 +122,16 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
         stats = admin.get("/admin/stats", headers=auth).json()
     assert stats["accepted"] == 200  # the primary's admin listener adds up the workers' counters too
 
+    # The analysts' API through a worker: the key is made via the admin API, answered by the primary.
+    made = cli("analyst-key", "create", "--site", "demo", env=environ)
+    assert made.returncode == 0, made.stderr
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/stats/aggregate?site_id=demo&period=day&metrics=pageviews",
+        headers={"Authorization": f"Bearer {made.stdout.strip()}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert orjson.loads(r.read()) == {"results": {"pageviews": {"value": 200}}}
+
     # A block made through the admin API (the primary's admin socket) reaches both workers.
     blocked = cli("subject", "block", "--site", "demo", "--client-id", "w-raw-1", env=environ)
     assert blocked.returncode == 0, blocked.stderr
