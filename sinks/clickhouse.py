@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 _CODE = re.compile(r"Code: (\d+)")
 
 
+_ADD_COLUMN = re.compile(r"ALTER TABLE \w+\.(?P<table>\w+)\s+ADD COLUMN IF NOT EXISTS (?P<column>\w+)\b")
+
+
 def safe_error(exc: BaseException) -> str:
     """An error description that cannot carry row data: the exception type and ClickHouse's code."""
     match = _CODE.search(str(exc))
@@ -97,6 +100,10 @@ class ClickHouseSink:
         try:
             statements = ddl_statements(self.database, self.settings)
             for stmt in statements:
+                if self._column_exists(stmt):
+                    # Even a no-op ALTER rewrites the table's metadata file, and on a full disk ClickHouse
+                    # leaves it empty: the store could not be opened again. Only run it when needed.
+                    continue
                 try:
                     self._client.command(stmt)
                 except ClickHouseError:
@@ -109,6 +116,18 @@ class ClickHouseSink:
         except ClickHouseError as exc:
             raise SinkError(f"schema set-up failed: {safe_error(exc)}") from None
         self._healthy = True
+
+    def _column_exists(self, statement: str) -> bool:
+        """Whether ``statement`` is an ``ALTER TABLE t ADD COLUMN IF NOT EXISTS c`` whose column exists."""
+        match = _ADD_COLUMN.match(statement)
+        if match is None:
+            return False
+        n = self.client.command(
+            "SELECT count() FROM system.columns "
+            "WHERE database = {db:String} AND table = {t:String} AND name = {c:String}",
+            parameters={"db": self.database, "t": match["table"], "c": match["column"]},
+        )
+        return bool(int(str(n)))
 
     def _create_query(self, table: str) -> str:
         return str(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from config.settings import AdminQuerySettings, ClickhouseSettings
+from config.settings import AdminQuerySettings, ClickhouseSettings, load_settings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
@@ -241,3 +242,32 @@ def test_daily_aggregates_count_each_event_once_even_on_replay(sink: ClickHouseS
     assert not {"client_id", "user_id", "session_id", "ip", "visitor_hash"} & {
         r[0] for r in columns.result_rows
     }
+
+
+def test_a_restart_rewrites_no_table_metadata(chdb_dsn: str, ch: Client, database: str) -> None:
+    """On a full disk ClickHouse leaves a table's metadata file empty when a DDL statement rewrites it, and
+    the store cannot be opened again: a start on an up-to-date schema must not rewrite any (an
+    ``ADD COLUMN IF NOT EXISTS`` on an existing column would)."""
+    settings = load_settings(environ={}, clickhouse={"dsn": chdb_dsn, "database": database}).clickhouse
+    first = ClickHouseSink(chdb_dsn, settings)
+    first.start()
+    first.close()
+    before = {
+        str(name): str(mtime)
+        for name, mtime in ch.query(
+            "SELECT name, metadata_modification_time FROM system.tables WHERE database = {db:String}",
+            parameters={"db": database},
+        ).result_rows
+    }
+    time.sleep(1.1)  # metadata times have a resolution of one second
+    again = ClickHouseSink(chdb_dsn, settings)
+    again.start()
+    again.close()
+    after = {
+        str(name): str(mtime)
+        for name, mtime in ch.query(
+            "SELECT name, metadata_modification_time FROM system.tables WHERE database = {db:String}",
+            parameters={"db": database},
+        ).result_rows
+    }
+    assert after == before
