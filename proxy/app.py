@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from config.settings import Settings
 from proxy import runfile
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
+from proxy.bodybudget import BodyBudget
 from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
@@ -203,7 +204,15 @@ def create_app(
     routes: list[BaseRoute] = [*ingest_routes(), *(extra_routes if role == "worker" else store_routes())]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Ingest, rt=rt)],
+        middleware=[
+            Middleware(
+                BodyBudget,
+                budget=settings.server.body_budget_bytes,
+                max_body=settings.server.max_body_bytes,
+                rejected=rt.metrics.rejected_requests,
+            ),
+            Middleware(Ingest, rt=rt),
+        ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
     )

@@ -1,0 +1,273 @@
+"""Limits on client connections, where uvicorn's httptools protocol sets none.
+
+What uvicorn (httptools) does not cover, read from its source: its keep-alive timer is armed only after
+a response, so a connection that never sends a byte, or sends its headers one byte at a time (slowloris),
+stays open for ever; llhttp buffers a request line and headers of any size (``h11_max_incomplete_event_
+size`` is for h11 only); ``limit_concurrency`` answers 503 to *requests* once connections reach it, idle
+ones included, so a pile of idle connections would lock real beacons out, and it closes nothing; the
+listen ``backlog`` bounds the kernel's queue only. This subclass, passed as uvicorn's ``http=``, adds, per
+process:
+
+* a connection cap: at the cap a new connection replaces the one that has waited longest without a
+  request in progress (idle, between requests, or still sending headers); when every connection is
+  busy in a request, the new one gets 503 with Retry-After and is closed;
+* an idle timeout for a new connection's first byte, a header timeout (a request's first byte to the end
+  of its headers) and a body timeout (end of headers to end of body), each closing the connection, with
+  408 where a request was started and nothing answered yet;
+* a header size limit: a request line and headers over ``max_header_bytes`` get 431 and the connection
+  is closed before the read that crosses the limit reaches the parser.
+
+A request that arrives in one read (a beacon) arms no timer and searches nothing: it costs a comparison
+and two dict updates. Between requests
+uvicorn's own keep-alive timeout applies. :func:`uvicorn_options` also raises the open-file limit and fits
+the cap and the listen backlog under it, so a flood of connections cannot take the file descriptors that
+the store, the spool and the logs need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from config.settings import ServerSettings
+
+log = logging.getLogger("beaconproxy")
+
+BACKLOG = 2048  # uvicorn's default, and proxy.supervisor's
+# Files, sockets and pipes a process needs besides client connections: the embedded store's files and
+# threads, spool segments, GeoIP files, logs, the workers' sockets.
+FD_RESERVE = 512
+LOG_EVERY_SECONDS = 10.0
+
+# Where the parser is in the current request.
+_IDLE, _HEADERS, _BODY = 0, 1, 2
+
+
+def _answer(status: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 " + status + b"\r\n" + extra + b"content-length: 0\r\nconnection: close\r\n\r\n"
+
+
+BUSY = _answer(b"503 Service Unavailable", b"retry-after: 1\r\n")
+TIMED_OUT = _answer(b"408 Request Timeout")
+HEADERS_TOO_LARGE = _answer(b"431 Request Header Fields Too Large")
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    idle_timeout: float
+    header_timeout: float
+    body_timeout: float
+    max_header_bytes: int
+
+
+class ConnectionGuard:
+    """One process's connections that wait for a request, oldest first, and why connections were closed.
+
+    The event loop is the only caller: no locks."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self.waiting: OrderedDict[LimitedHttpToolsProtocol, None] = OrderedDict()
+        self.closed: Counter[str] = Counter()  # reason -> connections, since start
+        self._next_log = 0.0
+
+    def admit(self, conn: LimitedHttpToolsProtocol, open_connections: int) -> bool:
+        """Whether ``conn``, just accepted, may stay; at the cap it replaces the longest waiting one."""
+        if open_connections > self.limits.max_connections:
+            if not self.waiting:
+                self.note("refused")
+                return False
+            oldest, _ = self.waiting.popitem(last=False)
+            oldest.close_for("evicted")
+        self.waiting[conn] = None
+        return True
+
+    def note(self, reason: str) -> None:
+        """Count a closed connection; log the counts (never an address) at most every few seconds. New
+        connections that are never used are normal (browsers open spare ones), so they only count."""
+        self.closed[reason] += 1
+        if reason == "idle_timeout":
+            return
+        now = time.monotonic()
+        if now >= self._next_log:
+            self._next_log = now + LOG_EVERY_SECONDS
+            counts = ", ".join(f"{reason} {n}" for reason, n in sorted(self.closed.items()))
+            log.warning("connections closed by the connection limits so far: %s", counts)
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above; ``guard`` is shared by a process's connections."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        guard: ConnectionGuard,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.guard = guard
+        self.limits = guard.limits
+        self.phase = _IDLE
+        self.header_bytes = 0
+        self.deadline: asyncio.TimerHandle | None = None  # the header or body timeout, when armed
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if not self.guard.admit(self, len(self.connections)):
+            transport.write(BUSY)
+            transport.close()
+            return
+        # uvicorn's keep-alive slot: its data_received cancels this at the first byte.
+        self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self._idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._unset_keepalive_if_required()  # uvicorn leaves it armed when the connection failed
+        self._disarm()
+        self.guard.waiting.pop(self, None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase != _BODY and self.header_bytes + len(data) > self.limits.max_header_bytes:
+            # Rare (a beacon's read is smaller than the limit): do the headers end in time, in this read?
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or self.header_bytes + end + 4 > self.limits.max_header_bytes:
+                self._unset_keepalive_if_required()
+                self.guard.note("headers_too_large")
+                self._close(HEADERS_TOO_LARGE if self._nothing_in_flight() else b"")
+                return
+        super().data_received(data)
+        phase = self.phase
+        if phase == _IDLE or self.transport.is_closing():  # the usual case: the whole request was here
+            return
+        if phase == _HEADERS:
+            self.header_bytes += len(data)  # this read ended inside the headers: all of it was headers
+            if self.deadline is None:
+                self.deadline = self.loop.call_later(self.limits.header_timeout, self._header_timeout)
+        elif self.deadline is None:
+            self.deadline = self.loop.call_later(self.limits.body_timeout, self._body_timeout)
+
+    # Parser callbacks: where the current request is.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.phase = _HEADERS
+
+    def on_headers_complete(self) -> None:
+        self.phase = _BODY
+        self.header_bytes = 0
+        self._disarm()
+        self.guard.waiting.pop(self, None)  # a request in progress: never replaced
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.phase = _IDLE
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.cycle.response_complete:  # none pipelined behind it
+            self.guard.waiting[self] = None
+
+    # Closing.
+    def close_for(self, reason: str) -> None:
+        self.guard.note(reason)
+        self._close(b"")
+
+    def _nothing_in_flight(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _close(self, answer: bytes) -> None:
+        if answer:
+            self.transport.write(answer)
+        self.transport.close()
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _idle_timeout(self) -> None:
+        self.timeout_keep_alive_task = None
+        if not self.transport.is_closing():
+            self.close_for("idle_timeout")
+
+    def _header_timeout(self) -> None:
+        self.deadline = None
+        if not self.transport.is_closing():
+            self.guard.note("header_timeout")
+            self._close(TIMED_OUT if self._nothing_in_flight() else b"")
+
+    def _body_timeout(self) -> None:
+        self.deadline = None
+        if not self.transport.is_closing():
+            self.guard.note("body_timeout")
+            cycle = self.cycle  # the request whose body is late: answered 408 unless it was answered
+            self._close(TIMED_OUT if cycle is not None and not cycle.response_started else b"")
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit (children inherit it); the new soft
+    limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY:
+        return target
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
+def fit_to_fds(max_connections: int, backlog: int, fds: int) -> tuple[int, int]:
+    """(connection cap, listen backlog) that fit in ``fds`` open files with the process's own reserve.
+    Connections queued in the backlog are accepted, each an open file, before the cap can close them."""
+    room = fds - min(FD_RESERVE, fds // 2)
+    if max_connections + backlog <= room:
+        return max_connections, backlog
+    cap = max(1, min(max_connections, room * 3 // 4))
+    return cap, max(1, min(backlog, room - cap))
+
+
+def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
+    """The uvicorn options that bound connections, for ``uvicorn.run``/``uvicorn.Config``. Picklable:
+    ``serve --workers N`` hands them to spawned workers, where each gets its own guard."""
+    fds = raise_fd_limit()
+    cap, backlog = fit_to_fds(server.max_connections, BACKLOG, fds)
+    if cap < server.max_connections:
+        log.warning(
+            "server.max_connections lowered from %d to %d to fit the open-file limit (%d); raise it with"
+            " `ulimit -n` or LimitNOFILE=",
+            server.max_connections,
+            cap,
+            fds,
+        )
+    limits = ConnectionLimits(
+        max_connections=cap,
+        idle_timeout=server.idle_timeout_seconds,
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_header_bytes=server.max_header_bytes,
+    )
+    return {
+        "http": functools.partial(LimitedHttpToolsProtocol, guard=ConnectionGuard(limits)),
+        "ws": "none",  # an upgraded connection would leave this protocol, and its limits, behind
+        "timeout_keep_alive": server.keep_alive_seconds,
+        "backlog": backlog,
+    }
