@@ -38,6 +38,7 @@ def body_size(headers: list[tuple[bytes, bytes]], max_body: int) -> int:
                 return 0  # refused with 400 before reading
             size = int(value)
             return size if size <= max_body else 0  # larger: refused with 413 before reading
+    for name, _ in headers:  # no Content-Length (a second loop: the usual case compares once per header)
         if name == b"transfer-encoding":
             return max_body  # chunked: any size up to the limit
     return 0
@@ -62,7 +63,7 @@ class BodyBudget:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         size = body_size(scope["headers"], self.max_body)
-        if size == 0:
+        if not size:
             return await self.app(scope, receive, send)
         if self.in_use + size > (self.budget if size <= SMALL_BODY_BYTES else self.large_budget):
             self.rejected[503] += 1

@@ -17,11 +17,11 @@ process:
 * a header size limit: a request line and headers over ``max_header_bytes`` get 431 and the connection
   is closed before the read that crosses the limit reaches the parser.
 
-A request that arrives in one read (a beacon) arms no timer and searches nothing: it costs a comparison
-and two dict updates. Between requests
-uvicorn's own keep-alive timeout applies. :func:`uvicorn_options` also raises the open-file limit and fits
-the cap and the listen backlog under it, so a flood of connections cannot take the file descriptors that
-the store, the spool and the logs need.
+A request that arrives in one read (a beacon) arms no timer and searches nothing: the parser callbacks
+are uvicorn's, and a read and an answer cost a few attribute checks and two dict updates. Between
+requests uvicorn's own keep-alive timeout applies. :func:`uvicorn_options` also raises the open-file
+limit and fits the cap and the listen backlog under it, so a flood of connections cannot take the file
+descriptors that the store, the spool and the logs need.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import functools
 import logging
 import resource
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ BACKLOG = 2048  # uvicorn's default, and proxy.supervisor's
 FD_RESERVE = 512
 LOG_EVERY_SECONDS = 10.0
 
-# Where the parser is in the current request.
+# Where a connection's last read left its request: answered or with the app, in its headers, in its body.
 _IDLE, _HEADERS, _BODY = 0, 1, 2
 
 
@@ -78,7 +78,8 @@ class ConnectionGuard:
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
-        self.waiting: OrderedDict[LimitedHttpToolsProtocol, None] = OrderedDict()
+        # Insertion-ordered (a dict: cheaper than OrderedDict on every request); the first waited longest.
+        self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
         self.closed: Counter[str] = Counter()  # reason -> connections, since start
         self._next_log = 0.0
 
@@ -88,7 +89,8 @@ class ConnectionGuard:
             if not self.waiting:
                 self.note("refused")
                 return False
-            oldest, _ = self.waiting.popitem(last=False)
+            oldest = next(iter(self.waiting))
+            del self.waiting[oldest]
             oldest.close_for("evicted")
         self.waiting[conn] = None
         return True
@@ -121,9 +123,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.guard = guard
         self.limits = guard.limits
+        self.waiting = guard.waiting
+        self.max_header_bytes = guard.limits.max_header_bytes
         self.phase = _IDLE
         self.header_bytes = 0
         self.deadline: asyncio.TimerHandle | None = None  # the header or body timeout, when armed
+        self.deadline_phase = _IDLE
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -138,49 +143,51 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
         self._unset_keepalive_if_required()  # uvicorn leaves it armed when the connection failed
         self._disarm()
-        self.guard.waiting.pop(self, None)
+        self.waiting.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
-        if self.phase != _BODY and self.header_bytes + len(data) > self.limits.max_header_bytes:
+        if self.phase != _BODY and self.header_bytes + len(data) > self.max_header_bytes:
             # Rare (a beacon's read is smaller than the limit): do the headers end in time, in this read?
             end = data.find(b"\r\n\r\n")
-            if end < 0 or self.header_bytes + end + 4 > self.limits.max_header_bytes:
+            if end < 0 or self.header_bytes + end + 4 > self.max_header_bytes:
                 self._unset_keepalive_if_required()
                 self.guard.note("headers_too_large")
                 self._close(HEADERS_TOO_LARGE if self._nothing_in_flight() else b"")
                 return
-        super().data_received(data)
-        phase = self.phase
-        if phase == _IDLE or self.transport.is_closing():  # the usual case: the whole request was here
+        before = self.cycle
+        HttpToolsProtocol.data_received(self, data)  # (not super(): this runs for every read)
+        # Where the parser stopped, from uvicorn's own state: each request's headers make a new cycle
+        # around the scope begun at its first byte, and its body's end clears ``more_body``.
+        cycle = self.cycle
+        if cycle is not before:  # headers completed here: a request in progress is never replaced
+            self.waiting.pop(self, None)
+            self.header_bytes = 0
+        if cycle is None or cycle.scope is not self.scope:
+            phase = _HEADERS  # a request begun, its headers not complete
+        elif cycle.more_body:
+            phase = _BODY  # (also after an early answer: uvicorn leaves more_body set, and discards it)
+        elif cycle.response_complete:
+            phase = _HEADERS  # bytes after a finished exchange (CRLFs) that begin no request
+        else:  # the usual case: the whole request was in this read, and the app has it
+            self.phase = _IDLE
+            if self.deadline is not None:
+                self._disarm()
             return
+        self.phase = phase
         if phase == _HEADERS:
-            self.header_bytes += len(data)  # this read ended inside the headers: all of it was headers
-            if self.deadline is None:
+            self.header_bytes += len(data)  # this read ended inside the headers: all of it counts
+        if self.deadline is None or self.deadline_phase != phase:
+            self._disarm()
+            if phase == _HEADERS:
                 self.deadline = self.loop.call_later(self.limits.header_timeout, self._header_timeout)
-        elif self.deadline is None:
-            self.deadline = self.loop.call_later(self.limits.body_timeout, self._body_timeout)
-
-    # Parser callbacks: where the current request is.
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.phase = _HEADERS
-
-    def on_headers_complete(self) -> None:
-        self.phase = _BODY
-        self.header_bytes = 0
-        self._disarm()
-        self.guard.waiting.pop(self, None)  # a request in progress: never replaced
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self.phase = _IDLE
-        self._disarm()
-        super().on_message_complete()
+            else:
+                self.deadline = self.loop.call_later(self.limits.body_timeout, self._body_timeout)
+            self.deadline_phase = phase
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.cycle.response_complete:  # none pipelined behind it
-            self.guard.waiting[self] = None
+        HttpToolsProtocol.on_response_complete(self)
+        if self.cycle.response_complete:  # none pipelined behind it: waiting for the next request
+            self.waiting[self] = None
 
     # Closing.
     def close_for(self, reason: str) -> None:

@@ -57,6 +57,10 @@ class App:
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
         assert scope["type"] == "http"
         self.requests += 1
+        if scope["path"] == "/early":  # answers without reading the body (as a 413 or 503 does)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         body = b""
         while True:
             message = await receive()
@@ -236,6 +240,46 @@ def test_a_body_that_stops_arriving_gets_408_and_the_app_sees_a_disconnect() -> 
                     break
                 await asyncio.sleep(0.02)
             assert s.app.disconnects == 1
+            assert s.guard.closed == {"body_timeout": 1}
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["new connection", "after a request"])
+def test_bytes_that_begin_no_request_do_not_keep_a_connection_open(after_a_request: bool) -> None:
+    async def run() -> None:
+        async with serve(FAST) as s, connect(s.port) as (reader, writer):
+            if after_a_request:
+                writer.write(post(b"x"))
+                assert (await response(reader))[0] == 200
+            for _ in range(200):  # an empty line every 50 ms: llhttp skips them between requests
+                if s.guard.closed:
+                    break
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"\r\n")
+                    await writer.drain()
+                await asyncio.sleep(0.05)
+            await rest(reader)
+            assert s.guard.closed == {"header_timeout": 1}
+
+    asyncio.run(run())
+
+
+def test_a_body_still_dribbling_after_an_early_answer_is_closed_at_the_body_timeout() -> None:
+    """uvicorn cancels its keep-alive timer at every read, so without this such a connection lived on."""
+
+    async def run() -> None:
+        async with serve(FAST) as s, connect(s.port) as (reader, writer):
+            writer.write(post(b"0123456789" * 100, path="/early")[:-1000])
+            assert (await response(reader))[0] == 200
+            for _ in range(200):  # the unread body, ten bytes every 50 ms
+                if s.guard.closed:
+                    break
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"0123456789")
+                    await writer.drain()
+                await asyncio.sleep(0.05)
+            assert await rest(reader) == b""  # it had its answer: closed without another
             assert s.guard.closed == {"body_timeout": 1}
 
     asyncio.run(run())
