@@ -1,17 +1,22 @@
 """What the connection limits cost a beacon: a bare ASGI app under uvicorn, stock against limited.
 
 ``stock`` is ``raw_asgi.py`` as ``throughput.py``'s ``limit`` target runs it (httptools, uvloop, no access
-log); ``limited`` is the same app behind :class:`proxy.bodybudget.BodyBudget` with the protocol and
-options of :func:`proxy.connlimits.uvicorn_options` at their defaults. The app does nothing, so any
-difference is the limits' own per-request cost at its most visible (Beacon Proxy spends ~175 us on a
-single-event request). Rounds alternate the two, each server started fresh and pinned to one core and
-wrk (one thread, 32 keep-alive connections, or a new connection per request with ``--close``) to
-another; read the ratio of the medians. On a busy machine wrk's figures swing more than the difference,
-so ``--in-process`` instead feeds the same request to each protocol over a fake transport, the app's
-answer included, and compares CPU time per request (``time.process_time``, the lowest of the rounds).
+log); ``limited`` is the same app with the protocol and options of
+:func:`proxy.connlimits.uvicorn_options` at their defaults. The app does nothing, so any difference is
+the limits' own per-request cost at its most visible (Beacon Proxy spends ~175 us on a single-event
+request). The body budget is not in it: the ingestion endpoints reserve with the headers they read
+anyway (a comparison and two additions), and its ASGI guard serves only the other routes.
+
+By default rounds alternate the two, each server started fresh and pinned to one core and wrk (one
+thread, 32 keep-alive connections, or a new connection per request with ``--close``) to another; read the
+ratio of the medians. On a busy machine wrk's figures swing more than the difference, so
+``--instructions`` counts instead: the same ~600-byte beacon fed to each protocol over a fake transport,
+the app's answer included, run under ``valgrind --tool=callgrind`` for two numbers of requests; the
+difference divided by the difference in requests is the instructions per request, which other processes
+do not change.
 
     .venv/bin/python benchmarks/connlimits_bench.py --rounds 5 --duration 5 [--close]
-    .venv/bin/python benchmarks/connlimits_bench.py --in-process [--requests 50000]
+    .venv/bin/python benchmarks/connlimits_bench.py --instructions
 """
 
 from __future__ import annotations
@@ -58,7 +63,6 @@ def serve(target: str, port: int) -> None:
     sys.path.insert(0, str(REPO))
     from benchmarks.raw_asgi import app
     from config.settings import ServerSettings
-    from proxy.bodybudget import BodyBudget
     from proxy.connlimits import uvicorn_options
 
     common = {"host": "127.0.0.1", "port": port, "loop": "uvloop", "access_log": False}
@@ -67,23 +71,23 @@ def serve(target: str, port: int) -> None:
         uvicorn.run(app, http="httptools", **common)
         return
     server = ServerSettings()
-    guarded = BodyBudget(app, budget=server.body_budget_bytes, max_body=server.max_body_bytes)
-    uvicorn.run(guarded, **common, **uvicorn_options(server))
+    uvicorn.run(app, **common, **uvicorn_options(server))
 
 
 class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes += 1
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
 
     def close(self) -> None:
-        pass
+        self.closing = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 8080) if name in ("sockname", "peername") else default
@@ -95,66 +99,64 @@ class FakeTransport(asyncio.Transport):
         pass
 
 
-async def cpu_per_request(target: str, requests: int) -> float:
-    """CPU seconds per request through one keep-alive connection: parse, app, answer."""
+REQUEST = (
+    b"POST /v1/events HTTP/1.1\r\nHost: stats.example.com\r\nContent-Type: application/json\r\n"
+    b"Origin: https://www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0\r\n"
+    b"Accept: */*\r\nAccept-Language: en-GB,en;q=0.9\r\n%sContent-Length: %d\r\n\r\n%s"
+)
+
+
+async def feed(target: str, close: bool, requests: int) -> None:
+    """``requests`` beacons through ``target``'s protocol: on one connection, or one connection each."""
     import uvicorn
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
     from benchmarks.raw_asgi import app
     from config.settings import ServerSettings
-    from proxy.bodybudget import BodyBudget
-    from proxy.connlimits import ConnectionGuard, ConnectionLimits, LimitedHttpToolsProtocol
+    from proxy.connlimits import uvicorn_options
 
     loop = asyncio.get_running_loop()
     state = ServerState()
     server = ServerSettings()
-    if target == "stock":
-        config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)  # type: ignore[arg-type]
-        proto: HttpToolsProtocol = HttpToolsProtocol(config, state, {}, loop)
-    else:
-        guarded = BodyBudget(app, budget=server.body_budget_bytes, max_body=server.max_body_bytes)
-        config = uvicorn.Config(guarded, lifespan="off", log_config=None, access_log=False)  # type: ignore[arg-type]
-        limits = ConnectionLimits(
-            server.max_connections,
-            server.idle_timeout_seconds,
-            server.header_timeout_seconds,
-            server.body_timeout_seconds,
-            server.max_header_bytes,
+    factory: Any = uvicorn_options(server)["http"] if target == "limited" else HttpToolsProtocol
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)  # type: ignore[arg-type]
+    request = REQUEST % (b"Connection: close\r\n" if close else b"", len(BODY), BODY.encode())
+    connections = requests if close else 1
+    for _ in range(connections):
+        proto = factory(config=config, server_state=state, app_state={}, _loop=loop)
+        transport = FakeTransport()
+        proto.connection_made(transport)
+        for _ in range(requests // connections):
+            answered = transport.writes + 2  # status line and headers, then the (empty) body
+            proto.data_received(request)
+            while transport.writes < answered:
+                await asyncio.sleep(0)
+        proto.connection_lost(None)
+
+
+def count(target: str, close: bool, requests: int) -> int:
+    """Instructions (callgrind's Ir) of a whole run of ``feed``."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__]
+    cmd += ["--feed", target, "--requests", str(requests)] + (["--close"] if close else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stderr
+    match = re.search(r"Collected : (\d+)", out)
+    if match is None:
+        raise RuntimeError(f"no instruction count from valgrind:\n{out[-2000:]}")
+    return int(match.group(1))
+
+
+def instructions(few: int, many: int) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is needed: apt-get install valgrind")
+    for close in (False, True):
+        per = {t: (count(t, close, many) - count(t, close, few)) / (many - few) for t in TARGETS}
+        shape = "a new connection per request" if close else "keep-alive"
+        print(
+            f"{shape}: stock {per['stock']:,.0f}, limited {per['limited']:,.0f} instructions per request"
+            f" ({per['limited'] - per['stock']:+,.0f}, {per['limited'] / per['stock']:.3f}x)",
+            flush=True,
         )
-        proto = LimitedHttpToolsProtocol(config, state, {}, loop, guard=ConnectionGuard(limits))
-    transport = FakeTransport()
-    proto.connection_made(transport)
-    request = (
-        b"POST /v1/events HTTP/1.1\r\nHost: stats.example.com\r\nContent-Type: application/json\r\n"
-        b"Origin: https://www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0\r\n"
-        b"Accept: */*\r\nAccept-Language: en-GB,en;q=0.9\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(BODY), BODY.encode())
-    )
-    start = time.process_time()
-    for _ in range(requests):
-        answered = transport.writes + 2  # status line and headers, then the (empty) body
-        proto.data_received(request)
-        while transport.writes < answered:
-            await asyncio.sleep(0)
-    spent = time.process_time() - start
-    proto.connection_lost(None)
-    return spent / requests
-
-
-def in_process(rounds: int, requests: int) -> None:
-    import uvloop
-
-    sys.path.insert(0, str(REPO))
-    best: dict[str, float] = {t: float("inf") for t in TARGETS}
-    for r in range(rounds):
-        for target in TARGETS if r % 2 == 0 else tuple(reversed(TARGETS)):
-            seconds = uvloop.run(cpu_per_request(target, requests))
-            best[target] = min(best[target], seconds)
-            print(f"round {r + 1} {target:8} {seconds * 1e6:7.2f} us CPU per request", flush=True)
-    stock, limited = best["stock"], best["limited"]
-    print(f"lowest: stock {stock * 1e6:.2f} us, limited {limited * 1e6:.2f} us per request")
-    print(f"limited - stock = {(limited - stock) * 1e6:+.2f} us per request ({limited / stock:.3f}x)")
 
 
 def free_port() -> int:
@@ -210,16 +212,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--close", action="store_true", help="a new connection per request")
-    parser.add_argument("--in-process", action="store_true", help="CPU per request over a fake transport")
-    parser.add_argument("--requests", type=int, default=50_000, help="per round, with --in-process")
+    parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
+    parser.add_argument("--feed", choices=TARGETS, help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
-    if args.in_process:
-        in_process(args.rounds, args.requests)
+    if args.feed:
+        import uvloop
+
+        sys.path.insert(0, str(REPO))
+        uvloop.run(feed(args.feed, args.close, args.requests))
+        return
+    if args.instructions:
+        instructions(1000, 4000)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk (make bench installs it)")

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from config.settings import Settings
 from proxy import runfile
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
-from proxy.bodybudget import BodyBudget
+from proxy.bodybudget import BodyBudget, BodyBudgetGuard
 from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
@@ -202,21 +202,18 @@ def create_app(
             rt.geo.close()
 
     routes: list[BaseRoute] = [*ingest_routes(), *(extra_routes if role == "worker" else store_routes())]
+    budget = BodyBudget(settings.server.body_budget_bytes, settings.server.max_body_bytes)  # bodies in memory
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(
-                BodyBudget,
-                budget=settings.server.body_budget_bytes,
-                max_body=settings.server.max_body_bytes,
-                rejected=rt.metrics.rejected_requests,
-            ),
-            Middleware(Ingest, rt=rt),
+            Middleware(Ingest, rt=rt, budget=budget),  # reserves for its own endpoints
+            Middleware(BodyBudgetGuard, budget=budget, rejected=rt.metrics.rejected_requests),
         ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
     )
     app.state.rt = rt
+    app.state.body_budget = budget
     if rt.shipper is not None:
         shipper = rt.shipper
         registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import

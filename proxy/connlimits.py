@@ -72,28 +72,51 @@ class ConnectionLimits:
 
 
 class ConnectionGuard:
-    """One process's connections that wait for a request, oldest first, and why connections were closed.
+    """One process's connections that wait for a request, longest waiting first, and why connections
+    were closed. The event loop is the only caller: no locks.
 
-    The event loop is the only caller: no locks."""
+    New connections that send nothing are found by a sweep every quarter of the idle timeout rather than
+    by a timer each: a timer per connection cost more than everything else here."""
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
-        # Insertion-ordered (a dict: cheaper than OrderedDict on every request); the first waited longest.
-        self.waiting: dict[LimitedHttpToolsProtocol, None] = {}
+        # Insertion-ordered, so the first has waited longest. The value is when a connection was accepted,
+        # while it has sent nothing; 0.0 once it has had a request (then uvicorn's keep-alive timeout runs).
+        self.waiting: dict[LimitedHttpToolsProtocol, float] = {}
         self.closed: Counter[str] = Counter()  # reason -> connections, since start
+        self.sweeping: asyncio.TimerHandle | None = None
         self._next_log = 0.0
 
-    def admit(self, conn: LimitedHttpToolsProtocol, open_connections: int) -> bool:
-        """Whether ``conn``, just accepted, may stay; at the cap it replaces the longest waiting one."""
-        if open_connections > self.limits.max_connections:
-            if not self.waiting:
-                self.note("refused")
-                return False
-            oldest = next(iter(self.waiting))
-            del self.waiting[oldest]
-            oldest.close_for("evicted")
-        self.waiting[conn] = None
+    def make_room(self) -> bool:
+        """At the cap: close the connection that has waited longest; False if every one is busy."""
+        if not self.waiting:
+            self.note("refused")
+            return False
+        oldest = next(iter(self.waiting))
+        del self.waiting[oldest]
+        oldest.close_for("evicted")
         return True
+
+    def sweep_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sweeping = loop.call_later(self.limits.idle_timeout / 4, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        accepted_before = loop.time() - self.limits.idle_timeout
+        idle = []
+        for conn, accepted in self.waiting.items():
+            if not accepted:
+                continue  # between requests
+            if accepted > accepted_before:
+                break  # new connections are added in order: the rest are younger still
+            if conn.phase == _IDLE:  # not a byte since (with bytes, the header timeout runs)
+                idle.append(conn)
+        for conn in idle:
+            del self.waiting[conn]
+            conn.close_for("idle_timeout")
+        if self.waiting:
+            self.sweep_later(loop)
+        else:
+            self.sweeping = None  # the next new connection starts it again
 
     def note(self, reason: str) -> None:
         """Count a closed connection; log the counts (never an address) at most every few seconds. New
@@ -109,7 +132,14 @@ class ConnectionGuard:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits above; ``guard`` is shared by a process's connections."""
+    """uvicorn's httptools protocol with the limits above; ``guard`` is shared by a process's connections.
+
+    Overrides call the base class directly, not through ``super()``: they run for every connection."""
+
+    phase = _IDLE  # where the last read left this connection's request
+    header_bytes = 0  # of the request begun, in reads that ended inside its headers
+    deadline: asyncio.TimerHandle | None = None  # the header or body timeout, when armed
+    deadline_phase = _IDLE
 
     def __init__(
         self,
@@ -120,36 +150,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         *,
         guard: ConnectionGuard,
     ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+        HttpToolsProtocol.__init__(self, config, server_state, app_state, _loop)
         self.guard = guard
-        self.limits = guard.limits
         self.waiting = guard.waiting
-        self.max_header_bytes = guard.limits.max_header_bytes
-        self.phase = _IDLE
-        self.header_bytes = 0
-        self.deadline: asyncio.TimerHandle | None = None  # the header or body timeout, when armed
-        self.deadline_phase = _IDLE
+        self.limits = guard.limits
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if not self.guard.admit(self, len(self.connections)):
+        HttpToolsProtocol.connection_made(self, transport)
+        guard = self.guard
+        if len(self.connections) > self.limits.max_connections and not guard.make_room():
             transport.write(BUSY)
             transport.close()
             return
-        # uvicorn's keep-alive slot: its data_received cancels this at the first byte.
-        self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self._idle_timeout)
+        self.waiting[self] = self.loop.time()
+        if guard.sweeping is None:
+            guard.sweep_later(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._unset_keepalive_if_required()  # uvicorn leaves it armed when the connection failed
-        self._disarm()
+        HttpToolsProtocol.connection_lost(self, exc)
+        if exc is not None:
+            self._unset_keepalive_if_required()  # uvicorn does it only for a clean close
+        if self.deadline is not None:
+            self._disarm()
         self.waiting.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
-        if self.phase != _BODY and self.header_bytes + len(data) > self.max_header_bytes:
+        if self.phase != _BODY and self.header_bytes + len(data) > self.limits.max_header_bytes:
             # Rare (a beacon's read is smaller than the limit): do the headers end in time, in this read?
             end = data.find(b"\r\n\r\n")
-            if end < 0 or self.header_bytes + end + 4 > self.max_header_bytes:
+            if end < 0 or self.header_bytes + end + 4 > self.limits.max_header_bytes:
                 self._unset_keepalive_if_required()
                 self.guard.note("headers_too_large")
                 self._close(HEADERS_TOO_LARGE if self._nothing_in_flight() else b"")
@@ -187,7 +216,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         HttpToolsProtocol.on_response_complete(self)
         if self.cycle.response_complete:  # none pipelined behind it: waiting for the next request
-            self.waiting[self] = None
+            self.waiting[self] = 0.0
 
     # Closing.
     def close_for(self, reason: str) -> None:
@@ -206,11 +235,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.deadline is not None:
             self.deadline.cancel()
             self.deadline = None
-
-    def _idle_timeout(self) -> None:
-        self.timeout_keep_alive_task = None
-        if not self.transport.is_closing():
-            self.close_for("idle_timeout")
 
     def _header_timeout(self) -> None:
         self.deadline = None

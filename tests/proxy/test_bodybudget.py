@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
+from starlette.testclient import TestClient
+from starlette.types import Message
 
-from proxy.bodybudget import SMALL_BODY_BYTES, BodyBudget, body_size
+from proxy.bodybudget import SMALL_BODY_BYTES, BodyBudget, BodyBudgetGuard, body_size
+from proxy.ingest import Ingest
+from tests.conftest import CHROME_UA
 
 MAX_BODY = 1024 * 1024
 BUDGET = 4 * MAX_BODY  # large bodies: 3 MiB of it
+EVENT = orjson.dumps({"site": "demo", "url": "https://example.com/"})
 
 
-def scope(*headers: tuple[bytes, bytes], kind: str = "http") -> dict[str, Any]:
-    return {"type": kind, "method": "POST", "path": "/v1/events", "headers": list(headers)}
-
-
-def length(n: int) -> tuple[bytes, bytes]:
+def length(n: int | str) -> tuple[bytes, bytes]:
     return (b"content-length", str(n).encode())
 
 
@@ -31,13 +32,37 @@ def length(n: int) -> tuple[bytes, bytes]:
         ([length(0)], 0),
         ([length(MAX_BODY)], MAX_BODY),
         ([length(MAX_BODY + 1)], 0),  # the route answers 413 without reading it
-        ([(b"content-length", b"12x")], 0),  # the route answers 400 without reading it
-        ([(b"content-length", b"-5")], 0),
+        ([length("12x")], 0),  # the route answers 400 without reading it
+        ([length("-5")], 0),
         ([(b"transfer-encoding", b"chunked")], MAX_BODY),  # size unknown: as large as allowed
     ],
 )
-def test_body_size_is_what_the_headers_promise(headers: list[tuple[bytes, bytes]], expected: int) -> None:
-    assert body_size(headers, MAX_BODY) == expected
+def test_a_body_is_reserved_at_the_size_its_headers_promise(
+    headers: list[tuple[bytes, bytes]], expected: int
+) -> None:
+    assert body_size(headers, BodyBudget(BUDGET, MAX_BODY)) == expected
+
+
+def test_large_bodies_fill_three_quarters_and_small_ones_the_rest() -> None:
+    budget = BodyBudget(BUDGET, MAX_BODY)
+    assert [budget.reserve(MAX_BODY) for _ in range(4)] == [True, True, True, False]
+    assert not budget.reserve(SMALL_BODY_BYTES + 1)
+    assert all(budget.reserve(SMALL_BODY_BYTES) for _ in range(MAX_BODY // SMALL_BODY_BYTES))
+    assert budget.in_use == BUDGET
+    assert not budget.reserve(1)
+    budget.release(MAX_BODY)
+    assert not budget.reserve(MAX_BODY)  # the small ones still hold the last quarter
+    for _ in range(MAX_BODY // SMALL_BODY_BYTES):
+        budget.release(SMALL_BODY_BYTES)
+    assert budget.reserve(MAX_BODY) and budget.in_use == 3 * MAX_BODY
+
+
+def test_a_budget_that_cannot_hold_the_largest_body_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="three quarters"):
+        BodyBudget(MAX_BODY, MAX_BODY)
+
+
+# --- the ASGI guard (every route but the ingestion endpoints) -------------------------------------------
 
 
 class Held:
@@ -54,18 +79,15 @@ class Held:
         await send({"type": "http.response.body", "body": b""})
 
 
-def never_receive() -> Callable[[], Any]:
-    async def receive() -> Any:
-        raise AssertionError("the body was read")
-
-    return receive
+async def never_receive() -> Message:
+    raise AssertionError("the body was read")
 
 
 class Sent:
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[Message] = []
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: Message) -> None:
         self.messages.append(message)
 
     @property
@@ -77,90 +99,124 @@ class Sent:
         return dict(self.messages[0]["headers"])
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+def scope(*headers: tuple[bytes, bytes], kind: str = "http") -> dict[str, Any]:
+    return {"type": kind, "method": "POST", "path": "/v1/consent/withdraw", "headers": list(headers)}
 
 
-def test_a_body_that_does_not_fit_gets_503_with_retry_after_without_being_read() -> None:
+def test_the_guard_answers_503_with_retry_after_before_the_body_is_read() -> None:
     async def run() -> None:
-        inner = Held()
-        rejected: Counter[int] = Counter()
-        guard = BodyBudget(inner, budget=BUDGET, max_body=MAX_BODY, rejected=rejected)
+        inner, rejected = Held(), Counter[int]()
+        guard = BodyBudgetGuard(inner, BodyBudget(BUDGET, MAX_BODY), rejected)
         held = [Sent() for _ in range(3)]
-        tasks = [asyncio.create_task(guard(scope(length(MAX_BODY)), never_receive(), s)) for s in held]
-        await settle()
-        assert (inner.started, guard.in_use) == (3, 3 * MAX_BODY)
+        tasks = [asyncio.create_task(guard(scope(length(MAX_BODY)), never_receive, s)) for s in held]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert (inner.started, guard.budget.in_use) == (3, 3 * MAX_BODY)
         refused = Sent()
-        await guard(scope(length(MAX_BODY)), never_receive(), refused)  # answered at once
+        await guard(scope(length(MAX_BODY)), never_receive, refused)  # answered at once
         assert refused.status == 503
         assert refused.headers[b"retry-after"] == b"1"
-        assert refused.headers[b"connection"] == b"close"  # its body is not read to keep the connection
+        assert (
+            refused.headers[b"connection"] == b"close"
+        )  # its unread body is not read to keep the connection
+        assert orjson.loads(refused.messages[1]["body"]) == {
+            "error": "too many request bodies in memory; retry shortly"
+        }
         assert inner.started == 3 and rejected == {503: 1}
         inner.release.set()
         await asyncio.gather(*tasks)
         assert [s.status for s in held] == [202, 202, 202]
-        assert guard.in_use == 0
-        again = Sent()
-        await guard(scope(length(MAX_BODY)), never_receive(), again)  # room again
-        assert again.status == 202
+        assert guard.budget.in_use == 0
 
     asyncio.run(run())
 
 
-def test_a_quarter_of_the_budget_stays_for_small_bodies_when_large_ones_fill_the_rest() -> None:
-    async def run() -> None:
-        inner = Held()
-        guard = BodyBudget(inner, budget=BUDGET, max_body=MAX_BODY)
-        large = [
-            asyncio.create_task(guard(scope(length(MAX_BODY)), never_receive(), Sent())) for _ in range(3)
-        ]
-        await settle()
-        refused = Sent()
-        await guard(scope(length(SMALL_BODY_BYTES + 1)), never_receive(), refused)
-        assert refused.status == 503  # large bodies stop at three quarters
-        small = [Sent() for _ in range(MAX_BODY // SMALL_BODY_BYTES)]
-        small_tasks = [
-            asyncio.create_task(guard(scope(length(SMALL_BODY_BYTES)), never_receive(), s)) for s in small
-        ]
-        await settle()
-        assert guard.in_use == BUDGET  # small ones filled the last quarter exactly
-        full = Sent()
-        await guard(scope(length(1)), never_receive(), full)
-        assert full.status == 503
-        inner.release.set()
-        await asyncio.gather(*large, *small_tasks)
-        assert {s.status for s in small} == {202} and guard.in_use == 0
-
-    asyncio.run(run())
-
-
-def test_requests_without_a_body_and_other_scopes_pass_untouched() -> None:
+def test_the_guard_lets_requests_without_a_body_and_other_scopes_through_a_full_budget() -> None:
     async def run() -> None:
         inner = Held()
         inner.release.set()
-        guard = BodyBudget(inner, budget=BUDGET, max_body=MAX_BODY)
-        guard.in_use = BUDGET  # full
+        guard = BodyBudgetGuard(inner, BodyBudget(BUDGET, MAX_BODY))
+        guard.budget.in_use = BUDGET
         for s in (scope(), scope(length(0)), scope(length(MAX_BODY + 1)), scope(kind="lifespan")):
-            await guard(s, never_receive(), Sent())
+            await guard(s, never_receive, Sent())
         assert inner.started == 4
 
     asyncio.run(run())
 
 
-def test_the_reservation_is_returned_when_the_app_fails() -> None:
+def test_the_guard_returns_the_reservation_when_the_app_fails() -> None:
     async def failing(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
     async def run() -> None:
-        guard = BodyBudget(failing, budget=BUDGET, max_body=MAX_BODY)
+        guard = BodyBudgetGuard(failing, BodyBudget(BUDGET, MAX_BODY))
         with pytest.raises(RuntimeError):
-            await guard(scope(length(1000)), never_receive(), Sent())
-        assert guard.in_use == 0
+            await guard(scope(length(1000)), never_receive, Sent())
+        assert guard.budget.in_use == 0
 
     asyncio.run(run())
 
 
-def test_a_budget_that_cannot_hold_the_largest_body_is_refused_at_start() -> None:
-    with pytest.raises(ValueError, match="three quarters"):
-        BodyBudget(Held(), budget=MAX_BODY, max_body=MAX_BODY)
+# --- the whole app: the ingestion endpoints reserve from the same budget ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/events", "application/json"),
+        ("/api/event", "text/plain"),
+        ("/v1/consent/withdraw", "application/json"),
+    ],
+    ids=["events", "plausible", "another route"],
+)
+def test_a_full_budget_refuses_bodies_on_every_route_and_counts_nothing_accepted(
+    client: TestClient, path: str, content_type: str
+) -> None:
+    rt = client.app.state.rt  # type: ignore[attr-defined]
+    budget: BodyBudget = client.app.state.body_budget  # type: ignore[attr-defined]
+    headers = {"User-Agent": CHROME_UA, "Content-Type": content_type, "Origin": "https://www.example.com"}
+    budget.in_use = budget.budget  # as if other requests' bodies filled it
+    accepted, refused = rt.metrics.accepted, rt.metrics.rejected_requests[503]
+    r = client.post(path, content=EVENT, headers=headers)
+    assert r.status_code == 503
+    assert (r.headers["retry-after"], r.headers["connection"]) == ("1", "close")
+    assert r.json()["error"] == "too many request bodies in memory; retry shortly"
+    assert rt.metrics.accepted == accepted and rt.metrics.rejected_requests[503] == refused + 1
+    assert (
+        client.get(
+            "/v1/pixel.gif",
+            params={"site": "demo", "url": "https://example.com/"},
+            headers={"User-Agent": CHROME_UA},
+        ).status_code
+        == 200
+    )  # no body: not refused
+    budget.in_use = 0
+    assert client.post(path, content=EVENT, headers=headers).status_code != 503
+    assert budget.in_use == 0  # every reservation was given back
+
+
+def test_an_ingestion_endpoint_refuses_before_reading_a_byte_of_the_body(client: TestClient) -> None:
+    sent: list[Message] = []
+
+    async def router(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("ingestion requests never reach the router")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    rt = client.app.state.rt  # type: ignore[attr-defined]
+    budget = BodyBudget(BUDGET, MAX_BODY)
+    ingest = Ingest(router, rt, budget)
+    assert budget.reserve(3 * MAX_BODY)  # the large-body part is full
+    head = [(b"content-type", b"application/json"), (b"user-agent", CHROME_UA.encode()), length(MAX_BODY)]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/events",
+        "headers": head,
+        "client": ("127.0.0.1", 1),
+    }
+    asyncio.run(ingest(scope, never_receive, send))
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"1") in sent[0]["headers"]
+    assert budget.in_use == 3 * MAX_BODY

@@ -158,6 +158,32 @@ def test_a_connection_that_never_sends_a_byte_is_closed_after_the_idle_timeout()
     asyncio.run(run())
 
 
+def test_the_idle_sweep_closes_only_new_connections_that_sent_nothing() -> None:
+    async def run() -> None:
+        limits = ConnectionLimits(
+            64, idle_timeout=0.3, header_timeout=0.6, body_timeout=WAIT * 3, max_header_bytes=2048
+        )
+        async with serve(limits, keep_alive=WAIT * 3) as s, contextlib.AsyncExitStack() as stack:
+            used_r, used_w = await stack.enter_async_context(connect(s.port))
+            used_w.write(post(b"x"))  # had a request: kept alive (uvicorn's keep-alive timeout)
+            assert (await response(used_r))[0] == 200
+            idle = [await stack.enter_async_context(connect(s.port)) for _ in range(5)]
+            _, partial_w = await stack.enter_async_context(connect(s.port))
+            partial_w.write(b"GET / HTTP/1.1\r\n")  # sent something: the header timeout, not the idle one
+            assert [await rest(r) for r, _ in idle] == [b""] * 5
+            assert s.guard.closed == {"idle_timeout": 5}
+            for _ in range(100):
+                if s.guard.closed["header_timeout"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert s.guard.closed == {"idle_timeout": 5, "header_timeout": 1}
+            assert await still_open(used_r)
+            used_w.write(post(b"again"))
+            assert (await response(used_r))[2] == b"again"
+
+    asyncio.run(run())
+
+
 def test_headers_that_stop_arriving_get_408_and_are_closed_while_a_normal_request_is_answered() -> None:
     async def run() -> None:
         async with serve(FAST) as s, connect(s.port) as (slow_r, slow_w):
