@@ -2,18 +2,18 @@
 
 What uvicorn (httptools) does not cover, read from its source: its keep-alive timer is armed only after
 a response, so a connection that never sends a byte, or sends its headers one byte at a time (slowloris),
-stays open for ever; llhttp buffers a request line and headers of any size (``h11_max_incomplete_event_
-size`` is for h11 only); ``limit_concurrency`` answers 503 to *requests* once connections reach it, idle
-ones included, so a pile of idle connections would lock real beacons out, and it closes nothing; the
-listen ``backlog`` bounds the kernel's queue only. This subclass, passed as uvicorn's ``http=``, adds, per
+stays open for ever; llhttp buffers a request line and headers of any size (the size option is for h11
+only); ``limit_concurrency`` answers 503 to *requests* once connections reach it, idle ones included, so
+a pile of idle connections would lock real beacons out, and it closes nothing; the listen ``backlog``
+bounds the kernel's queue only. This subclass, passed as uvicorn's ``http=``, adds, per
 process:
 
 * a connection cap: at the cap a new connection replaces the one that has waited longest without a
   request in progress (idle, between requests, or still sending headers); when every connection is
   busy in a request, the new one gets 503 with Retry-After and is closed;
-* an idle timeout for a new connection's first byte, a header timeout (a request's first byte to the end
-  of its headers) and a body timeout (end of headers to end of body), each closing the connection, with
-  408 where a request was started and nothing answered yet;
+* an idle timeout for a new connection's first byte (one sweep per process, not a timer each), a header
+  timeout (a request's first byte to the end of its headers) and a body timeout (end of headers to end
+  of body), each closing the connection, with 408 where a request was begun and nothing answered yet;
 * a header size limit: a request line and headers over ``max_header_bytes`` get 431 and the connection
   is closed before the read that crosses the limit reaches the parser.
 
