@@ -74,6 +74,33 @@ class ServerSettings(_Section):
     # primary's, with --workers N).
     withdraw_per_client_per_minute: int = Field(10, ge=1, le=100_000)
     withdraw_per_site_per_minute: int = Field(600, ge=1, le=1_000_000)
+    # Hostile connections (proxy/connlimits.py; each worker process has its own limits). Open client
+    # connections at most: at the cap a new one replaces the one that has waited longest without a request
+    # in progress, else it gets 503. Lowered at start to fit the open-file limit.
+    max_connections: int = Field(4096, ge=16, le=1_000_000)
+    # A new connection that sends no byte within this is closed.
+    idle_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    # From a request's first byte to the end of its headers (slowloris), and on to the end of its body.
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(20.0, gt=0, le=600)
+    # Between two requests on one connection (uvicorn's keep-alive timeout).
+    keep_alive_seconds: float = Field(5.0, gt=0, le=300)
+    # Request line and headers together; more gets 431 and the connection is closed.
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    # Request bodies held in memory at once (proxy/bodybudget.py): a request whose Content-Length does not
+    # fit gets 503 with Retry-After before its body is read. A quarter is kept for bodies up to 64 KiB.
+    body_budget_bytes: int = Field(32 * 1024 * 1024, ge=4096, le=16 * 1024 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _budget_fits_a_body(self) -> ServerSettings:
+        # Bodies over 64 KiB may fill three quarters of the budget: the largest allowed one must fit there.
+        if self.body_budget_bytes - self.body_budget_bytes // 4 < self.max_body_bytes:
+            least = -(-self.max_body_bytes * 4 // 3)
+            raise ValueError(
+                f"body_budget_bytes ({self.body_budget_bytes}) must be at least {least}, 4/3 of"
+                f" max_body_bytes ({self.max_body_bytes}): bodies over 64 KiB may use three quarters of it"
+            )
+        return self
 
 
 class PrivacySettings(_Section):

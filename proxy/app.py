@@ -25,6 +25,7 @@ from config.settings import Settings
 from proxy import admin_listener
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
 from proxy.background import JobState, run_periodic
+from proxy.bodybudget import BodyBudget, BodyBudgetGuard
 from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
@@ -302,14 +303,19 @@ def create_app(
         *ingest_routes(),
         *(extra_routes if role == "worker" else store_routes(settings)),
     ]
+    budget = BodyBudget(settings.server.body_budget_bytes, settings.server.max_body_bytes)  # bodies in memory
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Ingest, rt=rt)],
+        middleware=[
+            Middleware(Ingest, rt=rt, budget=budget),  # reserves for its own endpoints
+            Middleware(BodyBudgetGuard, budget=budget, rejected=rt.metrics.rejected_requests),
+        ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
     )
     app.state.rt = rt
     app.state.admin_app = admin_app
+    app.state.body_budget = budget
     if rt.shipper is not None:
         shipper = rt.shipper
         registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import

@@ -44,7 +44,10 @@ def _configure_logging(level: str, fmt: Literal["json", "text"] = "text") -> Non
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    from proxy.connlimits import uvicorn_options as connection_limits
+
     return {
+        **connection_limits(settings.server),  # cap, timeouts, header size: see proxy/connlimits.py
         # The socket peer must stay the peer: our own trusted-proxy logic reads forwarding headers.
         "proxy_headers": False,
         # uvicorn's access log prints the client address and full URL: never on.

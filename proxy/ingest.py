@@ -23,6 +23,7 @@ import anyio
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from proxy.bodybudget import BUSY_HEADERS, BUSY_MESSAGE, BodyBudget
 from proxy.consent import parse_cookie_header
 from proxy.formats import Format, constant_answer, route
 from proxy.formats.base import ForeignRequest, TooLarge
@@ -58,6 +59,7 @@ _WANTED = frozenset(
         "referer",
         "authorization",  # only the wire-compatible endpoints read it: a Segment write key
         "x-write-key",
+        "transfer-encoding",  # a chunked body: its size is unknown until read
     }
 )
 # What a browser may send cross-origin to the wire-compatible endpoints (answered in their preflight).
@@ -184,11 +186,13 @@ async def _send_json(send: Send, status: int, doc: Any, headers: dict[str, str])
 class Ingest:
     """ASGI middleware: the ingestion endpoints before the router, everything else passed on."""
 
-    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+    def __init__(self, app: ASGIApp, rt: Runtime, budget: BodyBudget | None = None) -> None:
         self.app = app
         self.rt = rt
         self.ip_header = rt.settings.server.client_ip_header.lower()
         self.max_body = rt.settings.server.max_body_bytes
+        # Shared with the app's BodyBudgetGuard, which covers every other route.
+        self.budget = budget or BodyBudget(rt.settings.server.body_budget_bytes, self.max_body)
         self.max_decompressed = rt.settings.server.max_decompressed_bytes
         self.sites = rt.pipeline.services.sites
 
@@ -254,20 +258,31 @@ class Ingest:
                 raise HTTPError(415, "Content-Type must be application/json or text/plain")
             if headers.get("content-encoding", "identity").strip().lower() != "identity":
                 raise HTTPError(415, "Content-Encoding is not supported; send the body uncompressed")
-            body = await read_limited(receive, headers.get("content-length"), self.max_body)
+            size = self._reserve(headers)
             try:
-                beacons = parse_body(body, rt.limits)
-            except RequestError as exc:
-                raise HTTPError(400, str(exc)) from None
-            except Exception as exc:
-                raise _unparsable(exc, scope) from None
-            outcome = await accept(rt, "events", request_info(scope, headers, self.ip_header), beacons)
+                body = await read_limited(receive, headers.get("content-length"), self.max_body)
+                try:
+                    beacons = parse_body(body, rt.limits)
+                except RequestError as exc:
+                    raise HTTPError(400, str(exc)) from None
+                except Exception as exc:
+                    raise _unparsable(exc, scope) from None
+                outcome = await accept(rt, "events", request_info(scope, headers, self.ip_header), beacons)
+            finally:
+                self.budget.release(size)
         except HTTPError as exc:
             return await self._refuse(send, exc, cors)
         answer: dict[str, Any] = {"accepted": len(outcome.events), "dropped": sum(outcome.dropped.values())}
         if outcome.errors:
             answer["errors"] = _errors(outcome)
         await _send_json(send, 202, answer, cors)
+
+    def _reserve(self, headers: dict[str, str]) -> int:
+        """Reserve the body's size from the budget before reading it, or refuse: 503 with Retry-After."""
+        size = self.budget.size(headers.get("content-length"), "transfer-encoding" in headers)
+        if not self.budget.reserve(size):
+            raise HTTPError(503, BUSY_MESSAGE, BUSY_HEADERS)
+        return size
 
     async def preflight(self, scope: Scope, send: Send) -> None:
         origin = read_headers(scope, self.ip_header).get("origin")
@@ -284,38 +299,42 @@ class Ingest:
         cors = cors_for_origin(headers.get("origin"), self.sites)
         try:
             method = scope["method"]
-            body = b""
-            if method == "POST":
-                body = await read_limited(receive, headers.get("content-length"), self.max_body)
-            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-            req = ForeignRequest(
-                method=method,
-                path=scope["path"],
-                query=query,
-                headers=headers,
-                body=body,
-                max_decompressed=self.max_decompressed,
-                site_for_key=self.sites.site_for_key,
-                limits=rt.limits,
-            )
+            size = self._reserve(headers) if method == "POST" else 0
             try:
-                if len(body) + len(scope["query_string"]) > PARSE_OFF_LOOP_BYTES:
-                    parsed = await anyio.to_thread.run_sync(fmt.parse, req)
-                else:
-                    parsed = fmt.parse(req)
-            except TooLarge as exc:
-                raise HTTPError(413, str(exc)) from None
-            except RequestError as exc:
-                raise HTTPError(400, str(exc)) from None
-            except Exception as exc:
-                raise _unparsable(exc, scope) from None
-            del req, body, query  # the raw payload is not kept past parsing
-            if parsed.beacons:  # none: only calls that carry no analytics (identify, alias...)
-                info = request_info(scope, headers, self.ip_header)
-                if parsed.user_agent:  # the visitor's, carried in the payload by a server-side tracker
-                    info.user_agent = parsed.user_agent
-                parsed.user_agent = None
-                await accept(rt, fmt.name, info, parsed.beacons)
+                body = b""
+                if method == "POST":
+                    body = await read_limited(receive, headers.get("content-length"), self.max_body)
+                query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+                req = ForeignRequest(
+                    method=method,
+                    path=scope["path"],
+                    query=query,
+                    headers=headers,
+                    body=body,
+                    max_decompressed=self.max_decompressed,
+                    site_for_key=self.sites.site_for_key,
+                    limits=rt.limits,
+                )
+                try:
+                    if len(body) + len(scope["query_string"]) > PARSE_OFF_LOOP_BYTES:
+                        parsed = await anyio.to_thread.run_sync(fmt.parse, req)
+                    else:
+                        parsed = fmt.parse(req)
+                except TooLarge as exc:
+                    raise HTTPError(413, str(exc)) from None
+                except RequestError as exc:
+                    raise HTTPError(400, str(exc)) from None
+                except Exception as exc:
+                    raise _unparsable(exc, scope) from None
+                del req, body, query  # the raw payload is not kept past parsing
+                if parsed.beacons:  # none: only calls that carry no analytics (identify, alias...)
+                    info = request_info(scope, headers, self.ip_header)
+                    if parsed.user_agent:  # the visitor's, carried in the payload by a server-side tracker
+                        info.user_agent = parsed.user_agent
+                    parsed.user_agent = None
+                    await accept(rt, fmt.name, info, parsed.beacons)
+            finally:
+                self.budget.release(size)
         except HTTPError as exc:
             return await self._refuse(send, exc, cors)
         extra = {"Cache-Control": "no-store, max-age=0"} if fmt.ok_type == b"image/gif" else {}

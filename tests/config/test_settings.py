@@ -49,6 +49,14 @@ def test_defaults_load_from_shipped_file(cwd: Path) -> None:
     assert s.server.client_ip_header == "x-forwarded-for"
     assert s.server.admin_token == ""
     assert s.server.opt_out_cookie == "bp_optout"
+    server = s.server  # hostile connections: per process, every timeout well under a minute
+    assert (server.max_connections, server.max_header_bytes, server.body_budget_bytes) == (
+        4096,
+        32768,
+        32 << 20,
+    )
+    timeouts = (server.idle_timeout_seconds, server.header_timeout_seconds, server.body_timeout_seconds)
+    assert (timeouts, server.keep_alive_seconds) == ((10.0, 10.0, 20.0), 5.0)
     assert (s.privacy.ipv4_prefix_bits, s.privacy.ipv6_prefix_bits) == (24, 48)
     assert s.privacy.query_allowlist == ("utm_*",)
     assert s.privacy.pseudonym_secret == ""
@@ -367,6 +375,27 @@ INVALID_ENV = [
         "server.client_ip_header: Input should be 'x-forwarded-for' or 'forwarded'",
     ),
     ({"BEACONPROXY_SERVER__MAX_BODY_BYTES": "10"}, "server.max_body_bytes: Input should be greater than"),
+    (
+        {"BEACONPROXY_SERVER__BODY_BUDGET_BYTES": "1048576"},
+        "server: Value error, body_budget_bytes (1048576) must be at least 1398102, 4/3 of max_body_bytes",
+    ),
+    (
+        {"BEACONPROXY_SERVER__MAX_BODY_BYTES": "4194304", "BEACONPROXY_SERVER__BODY_BUDGET_BYTES": "5000000"},
+        "body_budget_bytes (5000000) must be at least 5592406",
+    ),
+    ({"BEACONPROXY_SERVER__MAX_CONNECTIONS": "0"}, "server.max_connections: Input should be greater than"),
+    (
+        {"BEACONPROXY_SERVER__IDLE_TIMEOUT_SECONDS": "0"},
+        "server.idle_timeout_seconds: Input should be greater",
+    ),
+    (
+        {"BEACONPROXY_SERVER__HEADER_TIMEOUT_SECONDS": "-1"},
+        "server.header_timeout_seconds: Input should be greater than 0",
+    ),
+    (
+        {"BEACONPROXY_SERVER__MAX_HEADER_BYTES": "100"},
+        "server.max_header_bytes: Input should be greater than",
+    ),
     (
         {"BEACONPROXY_CLICKHOUSE__DATABASE": "beacon; DROP TABLE x"},
         "clickhouse.database: String should match",

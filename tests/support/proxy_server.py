@@ -8,7 +8,9 @@ test's ``config`` text. Rows are read back through the proxy's own ``POST /admin
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -95,11 +97,22 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeo
         time.sleep(0.1)
 
 
+def _limit_files(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 @contextlib.contextmanager
 def running_proxy(
-    workdir: Path, geoip_files: tuple[str, ...], config: str = "", env: dict[str, str] | None = None
+    workdir: Path,
+    geoip_files: tuple[str, ...],
+    config: str = "",
+    env: dict[str, str] | None = None,
+    *,
+    workers: int = 1,
+    max_open_files: int | None = None,
 ) -> Iterator[RunningProxy]:
-    """Start the proxy with ``config`` (TOML text; ``[sites.*]`` and so on) and stop it afterwards."""
+    """Start the proxy with ``config`` (TOML text; ``[sites.*]`` and so on) and stop it afterwards;
+    ``workers`` > 1 runs ``serve --workers N``; ``max_open_files`` sets its hard RLIMIT_NOFILE."""
     data = workdir / "proxy-data"
     (data / "geoip").mkdir(parents=True)
     for f in geoip_files:
@@ -120,7 +133,12 @@ def running_proxy(
     log_path = workdir / "proxy.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve"], cwd=REPO, env=full_env, stdout=log, stderr=log
+            [sys.executable, "-m", "proxy.cli", "serve", "--workers", str(workers)],
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=None if max_open_files is None else functools.partial(_limit_files, max_open_files),
         )
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{port}", log_path)
