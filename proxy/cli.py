@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from proxy.admin_listener import bind_private_unix_socket
     from proxy.app import create_app
+    from proxy.connlimits import DrainingServer
     from proxy.runtime import freeze_startup_objects
     from proxy.supervisor import exit_with_parent
 
@@ -95,7 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("Beacon Proxy on %s (store %s)", url, _store(settings))
         app = create_app(settings, admin=True)
         freeze_startup_objects()
-        uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))
+        DrainingServer(config).run()
         return 0
     return _serve_workers(args, settings, url, lock)
 

@@ -30,11 +30,13 @@ import asyncio
 import functools
 import logging
 import resource
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -47,6 +49,7 @@ BACKLOG = 2048  # uvicorn's default, and proxy.supervisor's
 # Files, sockets and pipes a process needs besides client connections: the embedded store's files and
 # threads, spool segments, GeoIP files, logs, the workers' sockets.
 FD_RESERVE = 512
+DRAIN_LINGER_SECONDS = 1.0  # on a graceful stop, how long an idle kept-alive connection waits (shutdown)
 LOG_EVERY_SECONDS = 10.0
 
 # Where a connection's last read left its request: answered or with the app, in its headers, in its body.
@@ -140,6 +143,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     header_bytes = 0  # of the request begun, in reads that ended inside its headers
     deadline: asyncio.TimerHandle | None = None  # the header or body timeout, when armed
     deadline_phase = _IDLE
+    draining = False  # the server is stopping: answer what arrives, then close (see shutdown)
 
     def __init__(
         self,
@@ -157,6 +161,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         HttpToolsProtocol.connection_made(self, transport)
+        if self.draining:  # taken from the listen queue while the server stops (DrainingServer)
+            self.loop.call_later(DRAIN_LINGER_SECONDS, self._drain_close)
         guard = self.guard
         if len(self.connections) > self.limits.max_connections and not guard.make_room():
             transport.write(BUSY)
@@ -191,6 +197,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not before:  # headers completed here: a request in progress is never replaced
             self.waiting.pop(self, None)
             self.header_bytes = 0
+            if self.draining and cycle is not None:  # the server is stopping: the last answer here
+                cycle.keep_alive = False
         if cycle is None or cycle.scope is not self.scope:
             phase = _HEADERS  # a request begun, its headers not complete
         elif cycle.more_body:
@@ -217,6 +225,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_response_complete(self)
         if self.cycle.response_complete:  # none pipelined behind it: waiting for the next request
             self.waiting[self] = 0.0
+
+    # Graceful stop.
+    def shutdown(self) -> None:
+        """The server is stopping (its listener is closed already). A request in progress is answered
+        and its connection closed after it, as uvicorn does. An idle kept-alive connection is not cut at
+        once, as uvicorn would: its client may have sent its next request already, which a close would
+        reset unanswered (the client cannot tell whether it was taken). It lingers for
+        ``DRAIN_LINGER_SECONDS``: a request that arrives meanwhile is answered with ``Connection: close``;
+        a connection that stays quiet is closed."""
+        if self.cycle is None or self.cycle.response_complete:
+            self.draining = True
+            self.loop.call_later(DRAIN_LINGER_SECONDS, self._drain_close)
+        else:
+            self.cycle.keep_alive = False
+
+    def _drain_close(self) -> None:
+        if not self.transport.is_closing() and self._nothing_in_flight():
+            self.transport.close()
 
     # Closing.
     def close_for(self, reason: str) -> None:
@@ -302,3 +328,45 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
         "timeout_keep_alive": server.keep_alive_seconds,
         "backlog": backlog,
     }
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose graceful stop also answers the connections the kernel had completed into
+    the listen queue but nobody had accepted yet: closing the listener would reset them, after their
+    clients sent a request (with ``serve --workers N``, clients told to reconnect by one stopping worker
+    land in another's queue just before it stops too). They are accepted first, served as draining
+    connections (see LimitedHttpToolsProtocol.shutdown), and only then is the listener closed, in the
+    same step, so nothing new can queue in between."""
+
+    _drained: set[asyncio.Task[Any]]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._drained = set()
+        for server in getattr(self, "servers", ()):
+            for listener in server.sockets or ():
+                self._accept_queued(listener.fileno(), listener.family)
+        await uvicorn.Server.shutdown(self, sockets)
+
+    def _accept_queued(self, fd: int, family: int) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        with socket.fromfd(fd, family, socket.SOCK_STREAM) as listener:  # a duplicate: closing it is ours
+            listener.setblocking(False)
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError, OSError):
+                    return
+                conn.setblocking(False)
+
+                def protocol() -> asyncio.Protocol:
+                    proto: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                        config=config, server_state=self.server_state, app_state=self.lifespan.state
+                    )
+                    if isinstance(proto, LimitedHttpToolsProtocol):
+                        proto.draining = True
+                    return proto
+
+                task = loop.create_task(loop.connect_accepted_socket(protocol, conn))
+                self._drained.add(task)
+                task.add_done_callback(self._drained.discard)

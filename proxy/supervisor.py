@@ -83,8 +83,10 @@ def serve_worker(sock: socket.socket, options: dict[str, Any], context: WorkerCo
     import uvicorn
 
     exit_with_parent(context.parent_pid)
+    from proxy.connlimits import DrainingServer
+
     config = uvicorn.Config("proxy.worker:create_from_environment", factory=True, **options)
-    uvicorn.Server(config).run(sockets=[sock])
+    DrainingServer(config).run(sockets=[sock])
 
 
 Target = Callable[[socket.socket, dict[str, Any], WorkerContext], None]

@@ -13,6 +13,7 @@ import functools
 import logging
 import pickle
 import resource
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +29,7 @@ from proxy.connlimits import (
     BACKLOG,
     ConnectionGuard,
     ConnectionLimits,
+    DrainingServer,
     LimitedHttpToolsProtocol,
     fit_to_fds,
     uvicorn_options,
@@ -450,3 +452,70 @@ def test_uvicorn_options_carry_the_settings_and_survive_pickling_into_a_worker()
     assert isinstance(factory, functools.partial) and factory.func is LimitedHttpToolsProtocol
     limits = factory.keywords["guard"].limits
     assert limits == ConnectionLimits(100, 1.5, 2.5, 3.5, 9999)
+
+
+def test_a_graceful_stop_answers_a_request_that_arrives_on_an_idle_kept_alive_connection() -> None:
+    """uvicorn closes idle kept-alive connections at once on shutdown, resetting a request the client
+    may have sent already. Here such a connection lingers: a request that arrives is answered, with
+    Connection: close, and a connection that stays quiet is closed."""
+
+    async def run() -> None:
+        async with serve(SLOW, keep_alive=WAIT * 3) as s, contextlib.AsyncExitStack() as stack:
+            busy_r, busy_w = await stack.enter_async_context(connect(s.port))
+            quiet_r, quiet_w = await stack.enter_async_context(connect(s.port))
+            for w, r in ((busy_w, busy_r), (quiet_w, quiet_r)):
+                w.write(post(b"first"))
+                assert (await response(r))[0] == 200
+            for conn in list(s.state.connections):  # what uvicorn's Server.shutdown does
+                conn.shutdown()
+            busy_w.write(post(b"in flight"))  # written by the client as the stop began
+            status, headers, body = await response(busy_r)
+            assert (status, body, headers[b"connection"]) == (200, b"in flight", b"close")
+            assert await rest(busy_r) == b""  # and closed after it
+            assert await rest(quiet_r) == b""  # the quiet one: closed after the linger
+
+    asyncio.run(run())
+
+
+def test_a_draining_server_answers_connections_queued_in_the_listen_backlog() -> None:
+    """With several workers, clients told to reconnect by one stopping worker can land in the listen
+    queue of another just before it stops: DrainingServer accepts and answers them before closing."""
+
+    async def run() -> None:
+        app = App()
+        guard = ConnectionGuard(SLOW)
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            lifespan="off",
+            log_config=None,
+            http=functools.partial(LimitedHttpToolsProtocol, guard=guard),
+            timeout_graceful_shutdown=int(WAIT),
+        )
+        config.load()
+        server = DrainingServer(config)
+        server.lifespan = config.lifespan_class(config)  # what Server._serve sets up before startup
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        port = sock.getsockname()[1]
+        await server.startup(sockets=[sock])
+        assert server.servers
+        loop = asyncio.get_running_loop()
+        for s in server.servers:  # stop accepting, as if the loop had not got to them yet
+            for listener in s.sockets:
+                loop.remove_reader(listener.fileno())
+        queued = [await connect_raw(port) for _ in range(3)]  # completed by the kernel, not accepted
+        for _, w in queued:
+            w.write(post(b"queued"))
+        stop = asyncio.create_task(server.shutdown(sockets=[sock]))
+        answers = [await response(r) for r, _ in queued]
+        assert [(a[0], a[2]) for a in answers] == [(200, b"queued")] * 3
+        await asyncio.wait_for(stop, WAIT * 2)
+        for _, w in queued:
+            w.close()
+
+    asyncio.run(run())
+
+
+async def connect_raw(port: int) -> Conn:
+    return await asyncio.open_connection("127.0.0.1", port)
