@@ -28,6 +28,11 @@ from tests.support.serve import (
 NOFILE = 1024
 
 
+def all_up(proxy: Proxy) -> bool:
+    _, ready = proxy.readyz()
+    return all(job["up"] for job in ready["background"].values())
+
+
 def flood(port: int, n: int) -> list[socket.socket]:
     """Up to ``n`` idle connections (the kernel completes them even when the server cannot accept)."""
     conns: list[socket.socket] = []
@@ -66,6 +71,8 @@ def test_fd_exhaustion_kills_no_background_thread_and_loses_nothing(
     load.wait_acked(more + 50)  # and it takes events again
     load.stop()
     wait_until("the spool to drain", lambda: drained(proxy), 90)
+    # Jobs that failed are retried with a backoff of up to 30 s: each is up again within that.
+    wait_until("every background job to be up", lambda: all_up(proxy), 90)
     status, ready = proxy.readyz()
     counts = stored(proxy.query(STORED_SEQS))
     assert_exactly_once(load.acked, counts, load.sent)

@@ -5,6 +5,7 @@ through the real app into chDB; then every column of every table of the test's d
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from starlette.testclient import TestClient
 
 from config.settings import Settings
 from proxy.app import create_app
-from tests.conftest import CHROME_UA
+from tests.conftest import CHROME_UA, admin
 from tests.proxy.scrub import corpus
 from tests.proxy.scrub.strategies import planted_cases
 
@@ -168,7 +169,7 @@ def test_the_leak_corpus_leaves_no_trace_anywhere(
         "spool": spooled,
         "logs": caplog.text,
         "/metrics": c.get("/metrics").text,
-        "/admin/stats": c.get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).text,
+        "/admin/stats": admin(c).get("/admin/stats", headers={"Authorization": f"Bearer {token}"}).text,
     }
     leaks = find_leaks(CASES, "k", ch, database, elsewhere, refused)
     assert not leaks, f"{len(leaks)} leaks, first: {leaks[:5]}"
@@ -180,25 +181,33 @@ def test_the_leak_corpus_leaves_no_trace_anywhere(
     assert sum(int(row["pageviews"]) + int(row["events"]) for row in daily) == stored
 
 
+_EXAMPLES = itertools.count()  # not drawn: Hypothesis would shrink it to 0 and examples would mix
+
+
 @settings(
     max_examples=8,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    # Valid IBANs, phone numbers and domains are drawn and then checked (assume): in a list of many cases
+    # one check fails often enough to throw the list away, which is fine here, not a sign of a bad test.
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
-@given(st.lists(planted_cases(), min_size=20, max_size=60), st.integers(0, 10**9))
+@given(st.lists(planted_cases(), min_size=10, max_size=40))
 def test_generated_pii_leaves_no_trace_end_to_end(
     app_client: tuple[TestClient, Settings],
     ch: Client,
     database: str,
     caplog: pytest.LogCaptureFixture,
     cases: list[corpus.Case],
-    run: int,
 ) -> None:
     """A smaller number of generated cases through the same app (one store for all examples: each
     example's rows carry their own markers)."""
     c, settings_ = app_client
-    prefix = f"g{run}-"
+    prefix = f"g{next(_EXAMPLES)}-"  # one store for every example: each one's rows carry its own marker
     refused, answers = post_all(c, cases, prefix)
     spooled = spool_text(settings_)
     assert c.app.state.rt.flush(60)  # type: ignore[attr-defined]

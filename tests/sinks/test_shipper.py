@@ -293,7 +293,7 @@ def test_while_the_sink_fails_nothing_is_acked_and_retries_reuse_the_token(
     sink.up.clear()
     shipper.start()
 
-    assert wait_for(lambda: len(sink.attempts) >= 5)
+    assert wait_for(lambda: len(sink.attempts) >= 5 and shipper.stats.errors >= 5)  # (counted after)
     first = reader.token(names[0])
     assert set(sink.attempts) == {first}  # the same batch, the same token; later segments wait
     assert sink.writes == []
