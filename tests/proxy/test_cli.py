@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from config.schema import TABLES
 from proxy.cli import main
 from proxy.subjects import NOTHING_LINKABLE
 from tests.conftest import CHROME_UA
@@ -306,7 +307,7 @@ def test_inventory_while_running_and_stopped(server: subprocess.Popen[str], env:
     running = cli("inventory", env=env)
     assert running.returncode == 0, running.stderr
     inventory = orjson.loads(running.stdout)
-    assert set(inventory["tables"]) == {"events", "events_daily", "audit_log", "suppressions"}
+    assert set(inventory["tables"]) == set(TABLES)
     assert inventory["tables"]["events"]["client_id"]["consent"] == ["analytics"]
     assert inventory["tables"]["events"]["client_id"]["retention_days"] == 90
     stop(server, env)
@@ -323,6 +324,9 @@ def test_a_cli_block_on_a_remote_store_reaches_the_running_proxy(tmp_path: Path,
             **env,
             "BEACONPROXY_CLICKHOUSE__DSN": dsn,
             "BEACONPROXY_SERVER__SUPPRESSION_RELOAD_SECONDS": "0.1",
+            # a remote store: every replica must be given the same secrets
+            "BEACONPROXY_PRIVACY__PSEUDONYM_SECRET": "test-pseudonym-secret-0123456789",
+            "BEACONPROXY_SERVER__ADMIN_TOKEN": "test-admin-token-0123456789",
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "proxy.cli", "serve"],

@@ -35,11 +35,16 @@ What is served:
   table/database, 501 not implemented, 500 otherwise).
 * Optional authentication (``--user``/``--password``): basic auth, ``X-ClickHouse-User``/``-Key``
   headers or ``user``/``password`` URL parameters; wrong credentials -> 401 with code 516.
+* An optional second, restricted user (``--restricted-user``/``--restricted-password``) with what a
+  replica's user needs and no more: SELECT, INSERT and ``ALTER ... DELETE``; any other DDL (CREATE, other
+  ALTERs, DROP, ...) -> ACCESS_DENIED (code 497), as a server's grants would answer.
+* Sessions are exclusive, as on a server: a request whose ``session_id`` is in use by another request
+  still running fails with SESSION_IS_LOCKED (code 373).
 
 Known gaps (by design; extend when a test needs it):
 
-* No sessions: ``session_id`` is ignored, so ``SET``, ``USE`` and temporary tables do not carry over
-  to the next request and concurrent requests in one session are not rejected.
+* No session state: ``SET``, ``USE`` and temporary tables do not carry over to the next request
+  (only the one-query-at-a-time rule of sessions is kept).
 * ``client_protocol_version`` is ignored (clickhouse-connect's probe then falls back to protocol 0);
   ``compress=1``/``decompress=1`` (ClickHouse's own block compression) and external data (form
   file parts) answer NOT_IMPLEMENTED.
@@ -58,6 +63,7 @@ import contextlib
 import gzip
 import hmac
 import importlib
+import itertools
 import json
 import os
 import re
@@ -109,6 +115,8 @@ SYNTAX_ERROR: Final = 62
 BAD_ARGUMENTS: Final = 36
 NOT_IMPLEMENTED: Final = 48
 UNKNOWN_SETTING: Final = 115
+SESSION_IS_LOCKED: Final = 373
+ACCESS_DENIED: Final = 497
 AUTHENTICATION_FAILED: Final = 516
 STD_EXCEPTION: Final = 1001
 
@@ -117,6 +125,8 @@ _ERROR_NAMES: Final[Mapping[int, str]] = {
     BAD_ARGUMENTS: "BAD_ARGUMENTS",
     NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
     UNKNOWN_SETTING: "UNKNOWN_SETTING",
+    SESSION_IS_LOCKED: "SESSION_IS_LOCKED",
+    ACCESS_DENIED: "ACCESS_DENIED",
     AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
     STD_EXCEPTION: "STD_EXCEPTION",
 }
@@ -683,16 +693,75 @@ class Credentials:
     password: str
 
 
+# What the restricted user may not run: every statement that changes the schema or the server.
+_DDL_KEYWORDS: Final = frozenset(
+    {
+        "CREATE",
+        "ALTER",
+        "DROP",
+        "RENAME",
+        "TRUNCATE",
+        "ATTACH",
+        "DETACH",
+        "OPTIMIZE",
+        "GRANT",
+        "REVOKE",
+        "SYSTEM",
+    }
+)
+
+
+def check_restricted(sql: bytes) -> None:
+    """Raise ACCESS_DENIED unless a user with SELECT, INSERT and ALTER DELETE may run ``sql``."""
+    words = [t.keyword(sql) for t in itertools.islice(tokenize(sql), 12) if t.kind == "word"]
+    if not words or words[0] not in _DDL_KEYWORDS:
+        return
+    if words[0] == "ALTER" and "DELETE" in words:
+        return  # ALTER TABLE t [ON CLUSTER c] DELETE WHERE ...
+    raise ClickHouseError.make(
+        ACCESS_DENIED,
+        f"restricted: Not enough privileges. To execute this query, it's necessary to have {words[0]} rights",
+    )
+
+
 class FixtureServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # idle keep-alive connections must not delay shutdown
 
-    def __init__(self, port: int, engine: Engine, credentials: Credentials, verbose: bool) -> None:
+    def __init__(
+        self,
+        port: int,
+        engine: Engine,
+        credentials: Credentials,
+        verbose: bool,
+        restricted: Credentials | None = None,
+    ) -> None:
         self.engine = engine
         self.credentials = credentials
+        self.restricted = restricted
         self.verbose = verbose
         self.display_name = socket.gethostname()
+        self.sessions: set[str] = set()  # sessions with a request running
+        self.sessions_lock = threading.Lock()
         super().__init__((LISTEN_HOST, port), RequestHandler)
+
+    @contextlib.contextmanager
+    def session(self, session_id: str | None) -> Iterator[None]:
+        """A session runs one request at a time, as on a ClickHouse server."""
+        if not session_id:
+            yield
+            return
+        with self.sessions_lock:
+            if session_id in self.sessions:
+                raise ClickHouseError.make(
+                    SESSION_IS_LOCKED, f"Session {session_id} is locked by a concurrent client"
+                )
+            self.sessions.add(session_id)
+        try:
+            yield
+        finally:
+            with self.sessions_lock:
+                self.sessions.discard(session_id)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -742,12 +811,15 @@ class RequestHandler(BaseHTTPRequestHandler):
         query_id = params.get("query_id") or str(uuid.uuid4())
         engine = self.fixture.engine
         try:
-            self._authenticate(params)
+            restricted = self._authenticate(params)
             payload = self._payload(params, body)
+            if restricted:
+                check_restricted(payload)
             request = QueryRequest(
                 self.command, params, {k.lower(): v for k, v in self.headers.items()}, payload
             )
-            response = engine.execute(request)
+            with self.fixture.session(params.get("session_id")):
+                response = engine.execute(request)
         except Exception as exc:  # every failure is answered the ClickHouse way, never a dropped socket
             error = ClickHouseError.from_engine(exc)
             headers = {
@@ -815,7 +887,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                 raise BadRequest("truncated chunk")
             out += chunk
 
-    def _authenticate(self, params: Mapping[str, str]) -> None:
+    def _authenticate(self, params: Mapping[str, str]) -> bool:
+        """Check the credentials; True for the restricted user."""
         user_header = self.headers.get("X-ClickHouse-User")
         authorization = self.headers.get("Authorization")
         if user_header is not None:
@@ -833,14 +906,17 @@ class RequestHandler(BaseHTTPRequestHandler):
             user, _, password = decoded.partition(":")
         else:
             user, password = params.get("user", "default"), params.get("password", "")
-        expected = self.fixture.credentials
-        user_ok = hmac.compare_digest(user.encode(), expected.user.encode())
-        password_ok = hmac.compare_digest(password.encode(), expected.password.encode())
-        if not (user_ok and password_ok):
-            raise ClickHouseError.make(
-                AUTHENTICATION_FAILED,
-                f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
-            )
+        for expected, restricted in ((self.fixture.credentials, False), (self.fixture.restricted, True)):
+            if expected is None:
+                continue
+            user_ok = hmac.compare_digest(user.encode(), expected.user.encode())
+            password_ok = hmac.compare_digest(password.encode(), expected.password.encode())
+            if user_ok and password_ok:
+                return restricted
+        raise ClickHouseError.make(
+            AUTHENTICATION_FAILED,
+            f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
+        )
 
     def _payload(self, params: dict[str, str], body: bytes) -> bytes:
         content_type = self.headers.get("Content-Type", "")
@@ -910,6 +986,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: pick a free one)")
     parser.add_argument("--user", default="default", help="accepted user name")
     parser.add_argument("--password", default="", help="accepted password")
+    parser.add_argument("--restricted-user", help="a second user with SELECT, INSERT and ALTER DELETE only")
+    parser.add_argument("--restricted-password", default="", help="that user's password")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help="stop when stdin is closed")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
@@ -928,7 +1006,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ch_http: cannot start chDB on {args.data_dir}: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        server = FixtureServer(args.port, engine, Credentials(args.user, args.password), args.verbose)
+        restricted = (
+            Credentials(args.restricted_user, args.restricted_password) if args.restricted_user else None
+        )
+        server = FixtureServer(
+            args.port, engine, Credentials(args.user, args.password), args.verbose, restricted
+        )
     except OSError as exc:
         engine.close()
         print(f"ch_http: cannot listen on {LISTEN_HOST}:{args.port}: {exc}", file=sys.stderr, flush=True)

@@ -41,6 +41,12 @@ from tests.support.ch_http import _stop as stop_fixture_process
 from tests.support.ch_http import _wait_for_listening
 
 REPO = Path(__file__).resolve().parents[2]
+# Replicas of one remote store must share these (README "Running several replicas"); tests that want a
+# replica with other secrets give their own.
+TEST_SECRETS = {
+    "BEACONPROXY_PRIVACY__PSEUDONYM_SECRET": "test-pseudonym-secret-0123456789",
+    "BEACONPROXY_SERVER__ADMIN_TOKEN": "test-admin-token-0123456789",
+}
 EVENTS = "beacon.events"
 STORED_SEQS = f"SELECT props['seq'] AS seq FROM {EVENTS} WHERE props['seq'] != ''"
 
@@ -140,6 +146,7 @@ class Proxy:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path: Path | None = None
+        self.env: dict[str, str] = {}
 
     @property
     def spool_dir(self) -> Path:
@@ -148,14 +155,17 @@ class Proxy:
     def start(self, timeout: float = 60.0) -> None:
         self.port = free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith("BEACONPROXY_")}
+        remote = self.extra_env.get("BEACONPROXY_CLICKHOUSE__DSN", "").startswith("http")
         env = {
             **clean,
             "BEACONPROXY_DATA_DIR": str(self.data_dir),
             "BEACONPROXY_PORT": str(self.port),
             "BEACONPROXY_SPOOL__FSYNC": "always",
             "BEACONPROXY_BATCH__MAX_AGE_SECONDS": "0.2",
+            **(TEST_SECRETS if remote else {}),
             **self.extra_env,
         }
+        self.env = env
         self.log_path, log = self.processes.log("proxy")
         workers = ["--workers", str(self.workers)] if self.workers > 1 else []
         self.proc = subprocess.Popen(
@@ -211,7 +221,10 @@ class Proxy:
 
     @property
     def admin_token(self) -> str:
-        return (self.data_dir / "admin_token").read_text().strip()
+        return (
+            self.env.get("BEACONPROXY_SERVER__ADMIN_TOKEN")
+            or (self.data_dir / "admin_token").read_text().strip()
+        )
 
     def readyz(self) -> tuple[int, dict[str, Any]]:
         try:
