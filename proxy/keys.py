@@ -252,6 +252,16 @@ class Pseudonymizer:
         return hmac.digest(self._key, msg, "sha256").hex()[:32]  # one-shot: no HMAC object per call
 
 
+def derived_site_key(secret: bytes, site: str) -> bytes:
+    """The key of a site without configured pseudonym keys."""
+    return hmac.new(secret, b"site-key\x00" + site.encode(), hashlib.sha256).digest()
+
+
+def current_site_key(secret: bytes, site: str, configured: Sequence[str]) -> bytes:
+    """The key new pseudonyms of ``site`` are made with: its first configured key, else the derived one."""
+    return configured[0].encode() if configured else derived_site_key(secret, site)
+
+
 class SiteKeys:
     """Per-site pseudonym keys, and the key-independent subject id used by the suppression list.
 
@@ -271,8 +281,7 @@ class SiteKeys:
     def _keys(self, site: str) -> list[Pseudonymizer]:
         keys = self._sites.get(site)
         if keys is None:
-            derived = hmac.new(self._secret, b"site-key\x00" + site.encode(), hashlib.sha256).digest()
-            keys = self._sites[site] = [Pseudonymizer(derived)]
+            keys = self._sites[site] = [Pseudonymizer(derived_site_key(self._secret, site))]
         return keys
 
     def pseudonym(self, site: str, kind: str, value: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from config.settings import Settings
-from proxy.keys import SALT_BYTES, DailySalt, fingerprint, unwrap_salt, wrap_salt
+from proxy.keys import SALT_BYTES, DailySalt, current_site_key, fingerprint, unwrap_salt, wrap_salt
 from sinks.base import SinkError
 from sinks.clickhouse import ClickHouseSink
 from sinks.shared_state import ReplicaState, SharedState
@@ -99,9 +99,9 @@ def wanted_fingerprints(settings: Settings, secret: bytes, token: bytes) -> dict
         "pseudonym_secret": fingerprint(secret, "pseudonym_secret", secret),
         "admin_token": fingerprint(secret, "admin_token", token),
     }
-    for site, cfg in sorted(settings.sites.items()):
-        if cfg.pseudonym_keys:  # the current key; older ones only find old rows
-            out[f"site_key:{site}"] = fingerprint(secret, f"site_key:{site}", cfg.pseudonym_keys[0].encode())
+    for site, cfg in sorted(settings.sites.items()):  # the current key; older ones only find old rows
+        key = current_site_key(secret, site, cfg.pseudonym_keys)
+        out[f"site_key:{site}"] = fingerprint(secret, f"site_key:{site}", key)
     return out
 
 

@@ -234,6 +234,11 @@ class Proxy:
             with exc:
                 return exc.code, orjson.loads(exc.read())
 
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as r:
+            text: str = r.read().decode()
+            return text
+
     def admin(self, method: str, path: str, body: bytes | None = None) -> bytes:
         """A call to the proxy's admin listener (the unix socket in its data directory)."""
         transport = httpx.HTTPTransport(uds=str(self.data_dir / "run" / "admin.sock"))
@@ -278,17 +283,35 @@ class Proxy:
 
 
 class ChFixture:
-    """The ClickHouse-HTTP fixture on a fixed port and data directory, so it can come back as it was."""
+    """The ClickHouse-HTTP fixture on a fixed port and data directory, so it can come back as it was.
 
-    def __init__(self, processes: Processes, data_dir: Path) -> None:
+    ``password``: the default user's; ``restricted``: a second user (name, password) with SELECT, INSERT
+    and ALTER DELETE only, as a replica's database user (tests.support.ch_http)."""
+
+    def __init__(
+        self,
+        processes: Processes,
+        data_dir: Path,
+        *,
+        password: str = "",
+        restricted: tuple[str, str] | None = None,
+    ) -> None:
         self.processes = processes
         self.data_dir = data_dir
         self.port = free_port()
+        self.password = password
+        self.restricted = restricted
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def dsn(self) -> str:
-        return f"http://default:@127.0.0.1:{self.port}/"
+        return f"http://default:{self.password}@127.0.0.1:{self.port}/"
+
+    @property
+    def restricted_dsn(self) -> str:
+        assert self.restricted is not None
+        user, password = self.restricted
+        return f"http://{user}:{password}@127.0.0.1:{self.port}/"
 
     def start(self) -> None:
         log_path, log = self.processes.log("ch_http")
@@ -301,6 +324,13 @@ class ChFixture:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                "--password",
+                self.password,
+                *(
+                    ["--restricted-user", self.restricted[0], "--restricted-password", self.restricted[1]]
+                    if self.restricted
+                    else []
+                ),
                 "--exit-on-stdin-eof",
             ],
             cwd=REPO,
@@ -321,7 +351,8 @@ class ChFixture:
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         query = f"{sql} FORMAT JSONEachRow"
-        url = f"http://127.0.0.1:{self.port}/?" + urllib.parse.urlencode({"query": query})
+        params = {"query": query, **({"password": self.password} if self.password else {})}
+        url = f"http://127.0.0.1:{self.port}/?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=30) as r:
             return [orjson.loads(line) for line in r.read().splitlines() if line]
 
