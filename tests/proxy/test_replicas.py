@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -512,3 +513,27 @@ def test_migrate_prints_the_cluster_ddl_for_every_store(tmp_path: Path) -> None:
     assert "CREATE TABLE IF NOT EXISTS beacon_eu.events ON CLUSTER 'eu_cluster'" in out.stdout
     assert "secret-pw" not in out.stdout + out.stderr
     assert CHROME_UA not in out.stdout
+
+
+def test_a_wrong_store_password_never_reaches_a_log_or_an_answer(
+    tmp_path: Path, processes: Processes
+) -> None:
+    store = SharedStore(processes, tmp_path / "store", password="right-pw-0123")
+    try:
+        wrong = "wrong-PLANTED-pw-4567"
+        parts = urlsplit(store.dsn)
+        dsn = urlunsplit(parts._replace(netloc=f"default:{wrong}@{parts.hostname}:{parts.port}"))
+        proxy = replica(processes, tmp_path / "r", store.env(dsn=dsn))
+        assert post(proxy, marked("pw")) == 202  # spooled: the store refuses this replica for now
+        wait_until("the refusal to be logged", lambda: "516" in proxy.log_tail(), 30)
+        answers = [
+            proxy.log_tail(100_000),
+            str(readyz_body(proxy)),
+            proxy.metrics_text(),
+            str(admin_json(proxy, "GET", "/admin/stats")),
+        ]
+        for text in answers:
+            assert wrong not in text and TEST_SECRETS["BEACONPROXY_PRIVACY__PSEUDONYM_SECRET"] not in text
+        assert readyz_body(proxy)["sink_healthy"] is False
+    finally:
+        store.close()

@@ -1054,7 +1054,11 @@ def _wait_for_listening(proc: subprocess.Popen[bytes], timeout: float) -> int:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RuntimeError(f"ClickHouse HTTP fixture did not report LISTENING within {timeout:.0f}s")
-        ready, _, _ = select.select([fd], [], [], min(remaining, 0.25))
+        # poll, not select: a test process with over 1024 descriptors open (chDB keeps one per table
+        # with a deduplication window) would make select() fail
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        ready = poller.poll(min(remaining, 0.25) * 1000)
         if ready:
             chunk = os.read(fd, 4096)
             if not chunk:
