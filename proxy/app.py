@@ -30,7 +30,7 @@ from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
 from proxy.metrics import RuntimeCollector, scale_out_metrics
-from proxy.replicas import SALT_SYNC_SECONDS
+from proxy.replicas import SALT_SYNC_SECONDS, SecretMismatch
 from proxy.runtime import Role, Runtime, build_runtime
 from proxy.stores import Store
 from proxy.tracker import tracker_endpoint
@@ -150,7 +150,13 @@ async def sync_salts(rt: Runtime) -> None:
 
 
 async def heartbeat(rt: Runtime) -> None:
-    """This replica's configuration hash and spool state, into every store it reaches."""
+    """This replica's configuration hash and spool state, into every store it reaches; and, now and
+    then, whether its secrets still match the store's (after a `migrate --pin-secrets` elsewhere this
+    replica becomes not ready)."""
+    main = rt.stores.main
+    if isinstance(main.sink, ClickHouseSink) and _started(main) and rt.replicas.secrets_check_due():
+        with contextlib.suppress(SecretMismatch):  # logged, and reported by /readyz
+            await anyio.to_thread.run_sync(rt.replicas.check_secrets, main.sink)
     for store in rt.stores:
         if store.shared is not None and _started(store):
             stats = rt.store_stats(store)

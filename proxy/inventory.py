@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from config.schema import PSEUDONYM_COLUMNS, TABLES
+from config.schema import PSEUDONYM_COLUMNS, TABLES, request_retention_days
 from config.settings import CONSENT_CATEGORIES, ClickhouseSettings
 
 
@@ -33,10 +33,17 @@ def parse_comment(table: str, column: str, comment: str) -> dict[str, Any]:
 
 
 def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | None:
-    """Days a value is kept; None: until the subject is unblocked (suppression list)."""
+    """Days a value is kept; None: until it is replaced or withdrawn (a subject's block until it is
+    unblocked, a secret's fingerprint until it is pinned anew)."""
     if table == "events":
         return ch.pseudonym_retention_days if column in PSEUDONYM_COLUMNS else ch.retention_days
-    return {"events_daily": ch.aggregate_retention_days, "audit_log": ch.audit_retention_days}.get(table)
+    return {
+        "events_daily": ch.aggregate_retention_days,
+        "audit_log": ch.audit_retention_days,
+        "salts": 1,  # deleted the day after the day it hashed (README "Running several replicas")
+        "replicas": 7,  # heartbeats (the table's TTL)
+        "subject_requests": request_retention_days(ch),
+    }.get(table)
 
 
 def build_inventory(columns: Iterable[tuple[str, str, str, str]], ch: ClickhouseSettings) -> dict[str, Any]:

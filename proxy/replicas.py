@@ -48,6 +48,7 @@ SALT_SYNC_SECONDS = 5.0  # how often the salt job looks; it reaches the store on
 SALT_PREFETCH_HOUR = 12  # from this UTC hour on, tomorrow's salt is drawn too
 SALT_PURGE_GRACE = timedelta(minutes=5)  # after midnight: a replica whose clock lags may still ask
 SALT_VERIFY_SECONDS = 600.0
+SECRETS_CHECK_SECONDS = 60.0  # a running replica compares its secrets with the store's this often
 
 # Settings that may differ between replicas without their answers differing: where each one listens,
 # keeps its files and logs, how it reaches the store (a replica may talk to its nearest node), and the
@@ -148,6 +149,7 @@ class Replicas:
         self._wanted = wanted_fingerprints(settings, secret, token)
         self._lock = threading.Lock()
         self._secret_problem = ""
+        self._secrets_checked = -float("inf")
         self._seen: dict[str, list[ReplicaState]] = {}  # store -> live replicas at the last heartbeat
         self._salt_verified: dict[date, float] = {}
         self.live_within = timedelta(seconds=LIVE_HEARTBEATS * settings.server.replica_heartbeat_seconds)
@@ -155,8 +157,16 @@ class Replicas:
 
     # -- secrets
 
+    def secrets_check_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._secrets_checked + SECRETS_CHECK_SECONDS:
+            return False
+        self._secrets_checked = now
+        return True
+
     def check_secrets(self, sink: ClickHouseSink) -> None:
         """A start check of the main store's sink: raises SecretMismatch (the sink does not start)."""
+        self._secrets_checked = time.monotonic()
         try:
             check_secrets(SharedState(sink), self._wanted)
         except SecretMismatch as exc:
