@@ -16,7 +16,7 @@ from typing import Any
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sinks.base import SinkError
-from sinks.clickhouse import ClickHouseSink, safe_error, store_settings
+from sinks.clickhouse import INSERT_SETTINGS, ClickHouseSink, safe_error, store_settings
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,12 @@ class SharedState:
             raise SinkError(f"reading shared state failed: {safe_error(exc)}") from None
         return [tuple(row) for row in result.result_rows]
 
-    def _insert(self, table: str, row: list[Any], columns: list[str], token: str | None = None) -> None:
-        settings = store_settings(self.sink, "insert")
+    def _insert(
+        self, table: str, row: list[Any], columns: list[str], token: str | None = None, *, quorum: bool = True
+    ) -> None:
+        """``quorum``: on a cluster, wait for a majority of replicas (what other replicas must read
+        back); heartbeats do not, so a ClickHouse node down never stops them."""
+        settings: dict[str, Any] = store_settings(self.sink, "insert") if quorum else dict(INSERT_SETTINGS)
         if token is not None:
             settings["insert_deduplication_token"] = token
         try:
@@ -133,6 +137,7 @@ class SharedState:
                 "oldest_spooled_seconds",
                 "stopped",
             ],
+            quorum=False,
         )
 
     def replicas(self, within: timedelta) -> list[ReplicaState]:
