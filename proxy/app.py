@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from config.settings import Settings
+from config.settings import MAIN_STORE, Settings
 from proxy import admin_listener
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
 from proxy.background import JobState, run_periodic
@@ -29,10 +30,12 @@ from proxy.bodybudget import BodyBudget, BodyBudgetGuard
 from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
-from proxy.metrics import RuntimeCollector
+from proxy.metrics import RuntimeCollector, scale_out_metrics
+from proxy.replicas import SALT_SYNC_SECONDS, SecretMismatch
 from proxy.runtime import Role, Runtime, build_runtime
 from proxy.stats.routes import analyst_key_routes, stats_routes
-from proxy.subjects import SubjectService
+from proxy.stats.service import StatsService
+from proxy.stores import Store
 from proxy.tracker import tracker_endpoint
 from proxy.useragent import parser_backend
 from proxy.visitor import (
@@ -44,6 +47,7 @@ from proxy.visitor import (
     withdraw_preflight,
 )
 from sinks.base import Sink, SinkError
+from sinks.clickhouse import ClickHouseSink
 
 log = logging.getLogger("beaconproxy")
 
@@ -75,15 +79,16 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready while the spool accepts events (below its limit) and every vital background job (the spool
-    writer, the shipper) runs; the sink's state and every job's state are reported."""
+    """Ready while the main store's spool accepts events (below its limit), every vital background job
+    (the spool writers, the shippers) runs and this replica's secrets match the store's; the sink's
+    state, every job's, every store's and what this replica knows of the others are reported."""
     rt: Runtime = request.app.state.rt
     refusal = rt.spool.refusal()  # spool at its limit, free disk below the reserve, a recent failed write
     used, limit = rt.spool.bytes_used(), rt.settings.spool.max_bytes
     spool_ok = refusal is None
     down = rt.vital_jobs_down()
+    problems = rt.replicas.problems()
     stats = rt.reader.stats()
-    shipping = rt.shipper is None or rt.shipper.job.up
     body: dict[str, Any] = {
         "status": "ready" if spool_ok and not down else "not ready",
         "spool_bytes": used,
@@ -91,10 +96,13 @@ async def readyz(request: Request) -> Response:
         "spool_segments": stats.segments,
         "oldest_spooled_seconds": round(stats.oldest_age_seconds, 3),
         "sink": rt.sink.name if rt.sink is not None else "shipped by the primary process",
-        "sink_healthy": rt.sink.healthy() and shipping if rt.sink is not None else None,
+        "sink_healthy": (rt.shipper.healthy() if rt.shipper else rt.sink.healthy()) if rt.sink else None,
         "background": {job.name: job.snapshot() for job in rt.background()},
+        "replica": rt.replicas.summary(),
     }
-    ready = spool_ok and not down
+    if len(rt.stores) > 1:  # each store's own state; only the main one's spool decides readiness
+        body["stores"] = {store.name: rt.store_stats(store) for store in rt.stores}
+    ready = spool_ok and not down and not problems
     if rt.upstream_ready is not None:  # a worker: its events ship only while the primary is ready
         primary_ok, primary = await rt.upstream_ready()
         body["primary"] = primary
@@ -104,6 +112,8 @@ async def readyz(request: Request) -> Response:
         body["refusing"] = refusal
     if down:
         body["down"] = down
+    if problems:
+        body["problems"] = problems
     return json_response(200 if ready else 503, body)
 
 
@@ -112,9 +122,48 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
-async def load_suppressions(subjects: SubjectService) -> None:
-    blocked = await anyio.to_thread.run_sync(subjects.store.blocked)
-    subjects.suppressions.replace(blocked)
+def _started(store: Store) -> bool:
+    return store.shipper is not None and store.shipper.stats.sink_started
+
+
+async def load_suppressions(rt: Runtime) -> None:
+    """Every store's blocked subjects (each store keeps its own sites'); a store that is not reachable
+    yet keeps what was known of it."""
+    several = len(rt.stores) > 1
+    failed: SinkError | None = None
+    for store in rt.stores:
+        if store.subjects is None or (several and not _started(store)):
+            continue
+        try:
+            blocked = await anyio.to_thread.run_sync(store.subjects.blocked)
+        except SinkError as exc:
+            failed = exc
+            continue
+        sites = {site for site in rt.settings.sites if rt.stores.store_name(site) == store.name}
+        rt.suppressions.replace(blocked, sites if several else None)
+    if failed is not None:
+        raise failed
+
+
+async def sync_salts(rt: Runtime) -> None:
+    """A remote store: the day's salt (and tomorrow's, from noon) from the store, shared by every replica."""
+    main = rt.stores.main
+    if main.shared is not None and _started(main):
+        await anyio.to_thread.run_sync(rt.replicas.sync_salts, rt.salt, main.shared)
+
+
+async def heartbeat(rt: Runtime) -> None:
+    """This replica's configuration hash and spool state, into every store it reaches; and, now and
+    then, whether its secrets still match the store's (after a `migrate --pin-secrets` elsewhere this
+    replica becomes not ready)."""
+    main = rt.stores.main
+    if isinstance(main.sink, ClickHouseSink) and _started(main) and rt.replicas.secrets_check_due():
+        with contextlib.suppress(SecretMismatch):  # logged, and reported by /readyz
+            await anyio.to_thread.run_sync(rt.replicas.check_secrets, main.sink)
+    for store in rt.stores:
+        if store.shared is not None and _started(store):
+            stats = rt.store_stats(store)
+            await anyio.to_thread.run_sync(rt.replicas.heartbeat, store.name, store.shared, stats)
 
 
 def ingest_routes() -> list[Route]:
@@ -215,41 +264,81 @@ async def _purge_salts(rt: Runtime) -> None:
     rt.salt.purge()
 
 
+class SecretsRefused(RuntimeError):
+    """This replica's secrets differ from the ones the shared store was set up with: it must not start."""
+
+
+async def _start_sink(store: Store) -> None:
+    assert store.shipper is not None and store.sink is not None
+    # The proxy serves (into the spool) even while a sink is down; its shipper keeps trying.
+    if not await anyio.to_thread.run_sync(store.shipper.try_start_sink):
+        log.warning("sink %s unavailable at start; events are spooled until it is back", store.sink.name)
+
+
 async def start_store(rt: Runtime, tasks: list[asyncio.Task[None]]) -> None:
-    """Sink, suppression list and shipper: the single process or the primary."""
+    """Sinks, suppression list, shippers and, with a remote store, the replicas' shared state: the
+    single process or the primary."""
     assert rt.shipper is not None and rt.sink is not None
-    # The proxy serves (into the spool) even while the sink is down; the shipper keeps trying.
-    if not await anyio.to_thread.run_sync(rt.shipper.try_start_sink):
-        log.warning("sink %s unavailable at start; events are spooled until it is back", rt.sink.name)
-    subjects = rt.subjects
-    if subjects is not None:
+    shared = rt.settings.shared_store
+    if shared and isinstance(rt.sink, ClickHouseSink):
+        rt.sink.start_checks.append(rt.replicas.check_secrets)
+    async with anyio.create_task_group() as group:  # every store at once: one down delays no other
+        for store in rt.stores:
+            if store.shipper is not None:
+                group.start_soon(_start_sink, store)
+    if rt.replicas.problems():
+        log.error("refusing to start: %s", "; ".join(rt.replicas.problems()))
+        raise SecretsRefused("; ".join(rt.replicas.problems()))
+    if rt.subjects is not None:
         try:
-            await load_suppressions(subjects)
+            await load_suppressions(rt)
         except SinkError:
             log.warning("suppression list from the local cache until the store is back")
         log.info("suppression list: %d blocked subjects", len(rt.suppressions))
         every = rt.settings.server.suppression_reload_seconds
-        reload = Periodic("suppression_reload", every, lambda _: load_suppressions(subjects))
-        tasks.append(start_periodic(rt, reload))
-    rt.shipper.start()
-    stats = rt.analytics
-    if stats is not None:
-        # Past days' visits, rebuilt from events into the store (proxy/stats/visit_store.py); a low-priority
-        # background job whose failures are logged and retried at the next round.
-        async def refresh_visits() -> None:
+        tasks.append(start_periodic(rt, Periodic("suppression_reload", every, load_suppressions)))
+    if shared:
+        try:
+            await sync_salts(rt)
+        except SinkError as exc:
+            log.warning("the store's salt for today is not in reach yet: %s", exc)
+        tasks.append(start_periodic(rt, Periodic("salt_sync", SALT_SYNC_SECONDS, sync_salts)))
+        every = rt.settings.server.replica_heartbeat_seconds
+        tasks.append(start_periodic(rt, Periodic("heartbeat", every, heartbeat)))
+    for name, stats in rt.analytics.items():
+        # Past days' visits, rebuilt from events into each store (proxy/stats/visit_store.py): a
+        # low-priority background job, supervised; first soon after start-up, then every `every` s.
+        async def refresh_visits(_: Runtime, stats: StatsService = stats) -> None:
             await anyio.to_thread.run_sync(stats.visits.refresh)
 
         every = rt.settings.analytics.visits_refresh_seconds
-        # First soon after start-up (not during it), then every `every` seconds.
-        rebuild = Periodic("visit_rebuild", every, lambda _: refresh_visits(), first_after=1.0)
-        tasks.append(start_periodic(rt, rebuild))
+        job = "visit_rebuild" if name == MAIN_STORE else f"visit_rebuild_{name}"
+        tasks.append(start_periodic(rt, Periodic(job, every, refresh_visits, first_after=1.0)))
+    for store in rt.stores:
+        if store.shipper is not None:
+            store.shipper.start()
+
+
+async def _stop_shipping(rt: Runtime, store: Store) -> None:
+    assert store.shipper is not None and store.sink is not None
+    await anyio.to_thread.run_sync(store.shipper.stop, rt.settings.batch.shutdown_grace_seconds)
+    if rt.settings.shared_store and store.shared is not None and _started(store):
+        # a last heartbeat: whether this replica leaves events behind in its spool
+        with contextlib.suppress(SinkError):
+            stats = rt.store_stats(store)
+            await anyio.to_thread.run_sync(
+                functools.partial(rt.replicas.heartbeat, store.name, store.shared, stats, stopped=True)
+            )
+    await anyio.to_thread.run_sync(store.sink.close)
 
 
 async def stop_store(rt: Runtime) -> None:
     assert rt.shipper is not None and rt.sink is not None
     # Ship what can be shipped within the grace period; the rest stays spooled for the next start.
-    await anyio.to_thread.run_sync(rt.shipper.stop, rt.settings.batch.shutdown_grace_seconds)
-    await anyio.to_thread.run_sync(rt.sink.close)
+    async with anyio.create_task_group() as group:
+        for store in rt.stores:
+            if store.shipper is not None:
+                group.start_soon(_stop_shipping, rt, store)
 
 
 def create_app(
@@ -274,7 +363,8 @@ def create_app(
         stop_admin = await serve_admin(admin_app, rt) if admin and role != "worker" else None
         if rt.shipper is not None:
             await start_store(rt, tasks)
-        rt.spool.start()
+        for store in rt.stores:
+            store.spool.start()
         rt.salt.purge()
         for line in rt.geo.describe() or ["none: country and region stay empty"]:
             log.info("geoip database: %s", line)
@@ -293,8 +383,9 @@ def create_app(
                         periodic.final(rt)
             if stop_admin is not None:
                 await stop_admin()
-            # Requests in flight are done (the server drained them): seal the open segment.
-            await anyio.to_thread.run_sync(rt.spool.close)
+            # Requests in flight are done (the server drained them): seal the open segments.
+            for store in rt.stores:
+                await anyio.to_thread.run_sync(store.spool.close)
             if rt.shipper is not None:
                 await stop_store(rt)
             rt.geo.close()
@@ -319,7 +410,16 @@ def create_app(
     if rt.shipper is not None:
         shipper = rt.shipper
         registry = CollectorRegistry(auto_describe=False)  # one per app: nothing global, nothing at import
-        registry.register(RuntimeCollector(rt.counters, lambda: shipper.stats, rt.spool_stats))
+        registry.register(
+            RuntimeCollector(
+                rt.counters,
+                lambda: shipper.stats,
+                rt.spool_stats,
+                lambda: scale_out_metrics(
+                    {store.name: rt.store_stats(store) for store in rt.stores}, rt.replicas.summary()
+                ),
+            )
+        )
         app.state.registry = registry
         admin_app.state.registry = registry
     return app

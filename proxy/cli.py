@@ -1,10 +1,11 @@
 """``beaconproxy``: serve the proxy, or query the store it writes to.
 
 beaconproxy serve [--config FILE] [--host H] [--port P]
-beaconproxy query "SELECT ..." [--config FILE]
+beaconproxy query "SELECT ..." [--config FILE] [--store NAME]
 beaconproxy config [--config FILE]        # the effective settings, secrets hidden
 beaconproxy analyst-key create --site SITE [--site SITE2] [--label TEXT]   # prints the key once
 beaconproxy analyst-key list | revoke KEY_ID
+beaconproxy migrate [--print] [--pin-secrets]   # the schema, once, for every store
 """
 
 from __future__ import annotations
@@ -15,21 +16,24 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import orjson
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from config.settings import Settings, SettingsError, load_settings
+from config.settings import MAIN_STORE, Settings, SettingsError, load_settings
 from proxy.admin import result_body
 from proxy.admin_listener import AdminListenError, parse_admin_listen
 from proxy.datalock import DataDirLock, DataDirLocked
 from proxy.inventory import InventoryError, build_inventory
-from proxy.keys import SiteKeys, load_or_create_secret
+from proxy.keys import SiteKeys, admin_token, pseudonym_secret
 from proxy.logs import configure_logging
-from proxy.subjects import SubjectError, SubjectService, SubjectUnavailable, Suppressions
+from proxy.stores import store_sink
+from proxy.subjects import SubjectError, SubjectRoute, SubjectService, SubjectUnavailable, Suppressions
 from sinks.base import SinkError
-from sinks.clickhouse import ClickHouseSink, redact_dsn
+from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
 from sinks.subject_store import SubjectStore
 
 log = logging.getLogger("beaconproxy")
@@ -162,7 +166,7 @@ def _serve_workers(args: argparse.Namespace, settings: Settings, url: str, lock:
 
 def _store(settings: Settings) -> str:
     dsn = settings.clickhouse_dsn
-    return dsn if dsn.startswith("chdb://") else "remote ClickHouse"
+    return dsn if dsn.startswith("chdb://") else f"remote ClickHouse {redact_dsn(dsn)}"
 
 
 class ProxyAnswer(NamedTuple):
@@ -176,7 +180,7 @@ class AdminClient:
 
     def __init__(self, settings: Settings) -> None:
         self.address = parse_admin_listen(settings.server.admin_listen, settings.data_dir)
-        self.token = load_or_create_secret(settings.server.admin_token, settings.data_dir / "admin_token")
+        self.token = admin_token(settings)
 
     def call(self, method: str, path: str, body: bytes | None) -> ProxyAnswer:
         import httpx
@@ -225,8 +229,10 @@ def _proxy_or_store(settings: Settings) -> Iterator[AdminClient | None]:
         lock.release()
 
 
-def _open_sink(settings: Settings) -> ClickHouseSink:
-    sink = ClickHouseSink(settings.clickhouse_dsn, settings.clickhouse)
+def _open_sink(settings: Settings, store: str = MAIN_STORE) -> ClickHouseSink:
+    if store != MAIN_STORE and store not in settings.clickhouse.stores:
+        raise SinkError(f"no store {store!r} in [clickhouse.stores]")
+    sink = store_sink(settings, store)
     sink.start()
     return sink
 
@@ -237,9 +243,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         with _proxy_or_store(settings) as admin:
             if admin is not None:
-                data = admin.call("POST", "/admin/query", args.sql.encode()).data
+                path = "/admin/query" + (f"?store={args.store}" if args.store != MAIN_STORE else "")
+                data = admin.call("POST", path, args.sql.encode()).data
             else:
-                sink = _open_sink(settings)
+                sink = _open_sink(settings, args.store)
                 try:
                     data = sink.query_json(args.sql)
                 finally:
@@ -254,13 +261,18 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def _subject_direct(settings: Settings, args: argparse.Namespace, kind: str, value: str) -> bytes:
     """Serve a subject request with the store opened here (no proxy running, or a remote store)."""
-    sink = _open_sink(settings)
+    sink = _open_sink(settings, settings.store_of(args.site))
     try:
-        secret = load_or_create_secret(
-            settings.privacy.pseudonym_secret, settings.data_dir / "pseudonym_secret"
-        )
+        secret = pseudonym_secret(settings)
         keys = SiteKeys(secret, {site: s.pseudonym_keys for site, s in settings.sites.items()})
-        service = SubjectService(keys, SubjectStore(sink), Suppressions(), settings.sites, lambda: True)
+        store = SubjectStore(sink)
+        service = SubjectService(
+            keys,
+            lambda site: SubjectRoute(store),
+            Suppressions(),
+            settings.sites,
+            future_margin=timedelta(seconds=settings.privacy.max_future_seconds),
+        )
         action = args.action
         if action == "export":
             result = service.export(args.site, kind, value, args.format, "admin-cli")
@@ -385,15 +397,80 @@ def cmd_analyst_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    data = settings.model_dump(mode="json")
+def redacted_settings(settings: Settings) -> dict[str, Any]:
+    """The effective settings with every secret replaced by "***": the admin token, the pseudonym
+    secret, each site's pseudonym keys, and the password in every store's DSN."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
     for section, key in (("server", "admin_token"), ("privacy", "pseudonym_secret")):
         if data[section][key]:
             data[section][key] = "***"
+    for site in data["sites"].values():
+        site["pseudonym_keys"] = ["***" for _ in site["pseudonym_keys"]]
     data["clickhouse"]["dsn"] = redact_dsn(settings.clickhouse_dsn)
     data["clickhouse"]["admin_query"]["dsn"] = redact_dsn(settings.clickhouse.admin_query.dsn)
-    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    for store in data["clickhouse"]["stores"].values():
+        store["dsn"] = redact_dsn(store["dsn"])
+    return data
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sys.stdout.buffer.write(orjson.dumps(redacted_settings(settings), option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the schema to every store, once, from one place: ``ON CLUSTER`` with Replicated engines
+    when a store has a cluster; then align retention and deduplication settings. Replicas can then run
+    with ``clickhouse.manage_schema = false`` and a database user without DDL rights."""
+    from config.schema import ddl_statements
+
+    settings = _settings(args)
+    _configure_logging("warning")
+    names = [MAIN_STORE, *settings.clickhouse.stores]
+    if args.print:
+        for name in names:
+            sink = store_sink(settings, name)
+            print(
+                f"-- store {name}: database {sink.database}"
+                + (f", cluster {sink.cluster}" if sink.cluster else "")
+            )
+            for stmt in ddl_statements(sink.database, settings.clickhouse, sink.cluster):
+                print(stmt + ";\n")
+        return 0
+    try:
+        with _proxy_or_store(settings) as admin:
+            if admin is not None:
+                print(
+                    "migrate: a proxy serves this data directory's embedded store and applies the schema "
+                    "itself; stop it first",
+                    file=sys.stderr,
+                )
+                return 1
+            for name in names:
+                sink = store_sink(settings, name)
+                try:
+                    sink.start_client()
+                    done = sink.apply_schema(sink.cluster)
+                    missing = sink.missing_objects()
+                    if missing:
+                        raise SinkError(f"after the DDL the store still lacks {', '.join(missing)}")
+                    print(f"store {name}: schema in place ({len(done)} statements run)")
+                    if args.pin_secrets and name == MAIN_STORE:
+                        from proxy.replicas import pin_secrets, wanted_fingerprints
+                        from sinks.shared_state import SharedState
+
+                        wanted = wanted_fingerprints(
+                            settings, pseudonym_secret(settings), admin_token(settings)
+                        )
+                        changed = pin_secrets(SharedState(sink), wanted)
+                        print(f"store {name}: pinned {', '.join(changed) or 'nothing new'}")
+                finally:
+                    sink.close()
+    except (SinkError, ClickHouseError) as exc:
+        message = safe_error(exc) if isinstance(exc, ClickHouseError) else str(exc)
+        print(f"migrate failed: {message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -413,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     query = sub.add_parser("query", help="run read-only SQL, print one JSON object per row")
     query.add_argument("sql")
+    query.add_argument("--store", default=MAIN_STORE, help="a store from [clickhouse.stores] (default: main)")
     query.set_defaults(func=cmd_query)
     cfg = sub.add_parser("config", help="print the effective settings (secrets hidden)")
     cfg.set_defaults(func=cmd_config)
@@ -432,7 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     akey.add_argument("--site", action="append", default=[], help="create: a site the key reads (repeatable)")
     akey.add_argument("--label", default="", help="create: who the key is for")
     akey.set_defaults(func=cmd_analyst_key)
-    for p in (serve, query, cfg, subject, inventory, akey):
+    migrate = sub.add_parser("migrate", help="apply the schema to every store (see README, several replicas)")
+    migrate.add_argument("--print", action="store_true", help="print the statements, run nothing")
+    migrate.add_argument(
+        "--pin-secrets",
+        action="store_true",
+        help="pin this configuration's secrets after a deliberate change",
+    )
+    migrate.set_defaults(func=cmd_migrate)
+    for p in (serve, query, cfg, subject, inventory, akey, migrate):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 

@@ -12,6 +12,7 @@ never carry the client's IP, User-Agent, identifiers or payload values.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -29,7 +30,7 @@ from proxy.formats import Format, constant_answer, route
 from proxy.formats.base import ForeignRequest, TooLarge
 from proxy.http import GIF, Disconnected, HTTPError, log_internal_error, read_limited
 from proxy.keys import SaltUnavailable
-from proxy.model import Beacon, DropReason
+from proxy.model import Beacon, DropReason, Event
 from proxy.parse import EventError, RequestError, UnreadableEvent, parse_body, parse_pixel
 from proxy.pipeline import Outcome, RequestInfo
 from proxy.runtime import Runtime
@@ -103,13 +104,36 @@ def _all_dropped_for(outcome: Outcome, reason: DropReason, valid: int) -> bool:
     return valid > 0 and not outcome.events and outcome.dropped.get(reason, 0) == valid
 
 
+async def _append_by_store(rt: Runtime, events: list[Event]) -> None:
+    """Several stores (data residency): each site's events into its own store's spool. A request whose
+    events go to a store that refuses them now is refused before anything is appended anywhere."""
+    groups: dict[str, list[bytes]] = {}
+    for e in events:
+        groups.setdefault(rt.stores.store_name(e.site), []).append(encode_event(e))
+    stores = [rt.stores.get(name) for name in groups]
+    if len(groups) > 1:
+        for store in stores:
+            assert store is not None
+            if store.spool.refusal() is not None:
+                raise SpoolFull("a store's spool is full")
+    waiters = [
+        store.appender.append(records)
+        for store, records in zip(stores, groups.values(), strict=True)
+        if store
+    ]
+    await asyncio.gather(*waiters)
+
+
 async def submit(rt: Runtime, outcome: Outcome) -> None:
     """Durable before the 202: the events are in the spool (fsynced under fsync = "always"). Events the
     spool cannot take are refused with 503 and Retry-After, counted as refused (never as accepted)."""
     if not outcome.events:
         return
     try:
-        await rt.appender.append([encode_event(e) for e in outcome.events])
+        if len(rt.stores) == 1:
+            await rt.appender.append([encode_event(e) for e in outcome.events])
+        else:
+            await _append_by_store(rt, outcome.events)
     except SpoolError as exc:
         reason, message = _refusal(exc)
         rt.metrics.refused[reason] += len(outcome.events)

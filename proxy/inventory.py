@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from config.schema import PSEUDONYM_COLUMNS, TABLES
+from config.schema import PSEUDONYM_COLUMNS, TABLES, request_retention_days
 from config.settings import CONSENT_CATEGORIES, ClickhouseSettings
 
 
@@ -33,8 +33,9 @@ def parse_comment(table: str, column: str, comment: str) -> dict[str, Any]:
 
 
 def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | None:
-    """Days a value is kept; None: until removed by hand (a blocked subject until unblocked, an analyst
-    key's row for as long as the store lives: a revoked key stays listed as revoked)."""
+    """Days a value is kept; None: until removed by hand or replaced (a blocked subject until unblocked, an
+    analyst key's row for as long as the store lives: a revoked key stays listed as revoked, a secret's
+    fingerprint until it is pinned anew)."""
     if table == "events":
         return ch.pseudonym_retention_days if column in PSEUDONYM_COLUMNS else ch.retention_days
     return {
@@ -43,6 +44,9 @@ def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | Non
         "analyst_requests": 1,
         "visits": ch.retention_days,
         "visit_days": ch.retention_days,
+        "salts": 1,  # deleted the day after the day it hashed (README "Running several replicas")
+        "replicas": 7,  # heartbeats (the table's TTL)
+        "subject_requests": request_retention_days(ch),
     }.get(table)
 
 

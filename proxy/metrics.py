@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,10 +190,12 @@ class RuntimeCollector(Collector):
         counters: Callable[[], Metrics],
         shipper: Callable[[], Any],
         spool: Callable[[], dict[str, Any]],
+        extra: Callable[[], Iterable[Metric]] | None = None,
     ) -> None:
         self.counters = counters  # the primary's include what its workers counted
         self.shipper = shipper
         self.spool = spool
+        self.extra = extra  # more families, read at scrape time (stores, replicas: scale_out_metrics)
 
     def collect(self) -> Iterator[Metric]:
         m = self.counters()
@@ -300,4 +302,65 @@ class RuntimeCollector(Collector):
             "beacon_spool_oldest_seconds",
             "Age of the oldest sealed segment",
             value=spool["oldest_age_seconds"],
+        )
+        if self.extra is not None:
+            yield from self.extra()
+
+
+def scale_out_metrics(
+    stores: Mapping[str, Mapping[str, Any]], replica: Mapping[str, Any]
+) -> Iterator[Metric]:
+    """Every store's spool and sink (labelled by store name, the main one included), and what this
+    replica knows of the others: its configuration hash and, with a remote store, how many replicas are
+    live and how many configurations they run (more than one: a rolling deploy, or one left behind)."""
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+        "up": GaugeMetricFamily("beacon_store_up", "1 once the store's sink is started", labels=["store"]),
+        "bytes": GaugeMetricFamily(
+            "beacon_store_spool_bytes", "Bytes in the store's spool", labels=["store"]
+        ),
+        "segments": GaugeMetricFamily(
+            "beacon_store_spool_segments", "Segments in the store's spool not yet shipped", labels=["store"]
+        ),
+        "oldest": GaugeMetricFamily(
+            "beacon_store_spool_oldest_seconds", "Age of the store's oldest sealed segment", labels=["store"]
+        ),
+        "accepting": GaugeMetricFamily(
+            "beacon_store_accepting", "1 while the store's spool accepts events", labels=["store"]
+        ),
+        "withheld": CounterMetricFamily(
+            "beacon_store_withheld_events",
+            "Events not stored because their subject's data was deleted or withdrawn",
+            labels=["store"],
+        ),
+    }
+    for name, st in sorted(stores.items()):
+        families["up"].add_metric([name], int(bool(st.get("sink_started", False))))
+        families["bytes"].add_metric([name], st["spool_bytes"])
+        families["segments"].add_metric([name], st["spool_segments"])
+        families["oldest"].add_metric([name], st["oldest_spooled_seconds"])
+        families["accepting"].add_metric([name], int(st["accepting"]))
+        families["withheld"].add_metric([name], st.get("withheld_rows", 0))
+    yield from families.values()
+    info = GaugeMetricFamily(
+        "beacon_config_info",
+        "This replica's configuration hash (replicas should agree)",
+        labels=["config_hash"],
+    )
+    info.add_metric([str(replica["config_hash"])], 1)
+    yield info
+    if "live_replicas" in replica:
+        yield GaugeMetricFamily(
+            "beacon_replicas_live",
+            "Replicas heard from recently (their heartbeats in the store)",
+            value=replica["live_replicas"],
+        )
+        yield GaugeMetricFamily(
+            "beacon_config_hashes_live",
+            "Distinct configuration hashes among the live replicas (over 1: mixed configuration)",
+            value=len(replica["config_hashes"]),
+        )
+        yield GaugeMetricFamily(
+            "beacon_secrets_match",
+            "1 while this replica's secrets match the store's fingerprints",
+            value=int(replica["secrets_match"]),
         )

@@ -11,12 +11,14 @@ import logging
 import os
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import orjson
 
 from proxy.keys import SiteKeys
+from sinks.request_filter import RequestFilter
 from sinks.subject_store import Kind, SubjectStore
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,12 @@ class Suppressions:
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
 
-    def replace(self, blocked: Iterable[tuple[str, str, str]]) -> None:
+    def replace(self, blocked: Iterable[tuple[str, str, str]], sites: Container[str] | None = None) -> None:
+        """The list as a store has it; with ``sites``, only those sites' entries (the sites that store
+        keeps: each store holds its own sites' blocks)."""
         new = set(blocked)
+        if sites is not None:
+            new |= {entry for entry in self._blocked if entry[0] not in sites}
         if new != self._blocked:
             self._blocked = new
             self._save()
@@ -93,6 +99,15 @@ NOTHING_LINKABLE = (
 )
 
 
+PENDING_ELSEWHERE = (
+    "Other replicas ({replicas}) still held events not yet shipped to the store when this ran; any of "
+    "this subject's events among them are not in this export."
+)
+# A deletion also keeps out the subject's events stamped up to this long after it: a client clock may run
+# ahead by privacy.max_future_seconds, and replicas' clocks differ a little.
+CLOCK_SKEW = timedelta(seconds=60)
+
+
 @dataclass(frozen=True)
 class SubjectResult:
     action: str
@@ -102,68 +117,103 @@ class SubjectResult:
     rows: int
     data: bytes = b""
     note: str = ""
+    pending: tuple[str, ...] = ()  # other replicas whose spools may still hold events (export only)
+
+
+def _nothing_found(rows: int) -> str:
+    return "" if rows else NOTHING_LINKABLE
+
+
+@dataclass(frozen=True)
+class SubjectRoute:
+    """Where a site's subject data lives (proxy/stores.py): its store, that store's screen of recorded
+    deletions, how to ship this process's spooled events for it, and which other replicas may still
+    hold some (None: no other replica writes there)."""
+
+    store: SubjectStore
+    requests: RequestFilter | None = None
+    flush: Callable[[], bool] = lambda: True
+    elsewhere: Callable[[], list[str]] | None = None
 
 
 class SubjectService:
-    """Export, delete, block, unblock and visitor withdrawal; each one audited by pseudonym."""
+    """Export, delete, block, unblock and visitor withdrawal; each one audited by pseudonym.
+
+    A deletion or withdrawal is recorded in the site's store before any row is deleted: every replica's
+    shipper then keeps the subject's late events out (sinks/request_filter.py), so "zero rows remain"
+    holds while other replicas' spools still hold some, and after a cut-off replica ships them."""
 
     def __init__(
         self,
         keys: SiteKeys,
-        store: SubjectStore,
+        route: Callable[[str], SubjectRoute],
         suppressions: Suppressions,
         sites: Container[str],
-        flush: Callable[[], bool],
+        *,
+        future_margin: timedelta = timedelta(minutes=5),
     ) -> None:
         self.keys = keys
-        self.store = store
+        self.route = route
         self.suppressions = suppressions
         self.sites = sites
-        self.flush = flush  # accepted events still in the spool must be stored before we look
+        self.future_margin = future_margin + CLOCK_SKEW
 
-    def _check(self, site: str, kind: str, value: str) -> Kind:
+    def _check(self, site: str, kind: str, value: str) -> tuple[Kind, SubjectRoute]:
         if site not in self.sites:
             raise SubjectError(f"unknown site {site!r}")
         if kind not in SUBJECT_KINDS:
             raise SubjectError(f"kind must be one of {', '.join(SUBJECT_KINDS)}")
         if not value:
             raise SubjectError("the identifier is empty")
-        if not self.flush():
+        route = self.route(site)
+        # accepted events still in this process's spool must be stored before we look
+        if not route.flush():
             raise SubjectUnavailable("pending events could not be written yet; retry shortly")
-        return kind  # type: ignore[return-value]
+        return kind, route  # type: ignore[return-value]
 
     def export(
         self, site: str, kind: str, value: str, fmt: Literal["json", "csv"], actor: str
     ) -> SubjectResult:
-        k = self._check(site, kind, value)
+        k, route = self._check(site, kind, value)
         pseudonyms = self.keys.pseudonyms(site, k, value)
-        rows = self.store.count(site, k, pseudonyms)
-        data = self.store.export(site, k, pseudonyms, fmt)
+        store = route.store
+        pending = tuple(route.elsewhere()) if route.elsewhere is not None else ()
+        rows = store.count(site, k, pseudonyms)
+        data = store.export(site, k, pseudonyms, fmt)
         current = pseudonyms[0]
-        self.store.audit("export", site, k, current, rows, actor)
-        return SubjectResult("export", site, k, current, rows, data, "" if rows else NOTHING_LINKABLE)
+        store.audit("export", site, k, current, rows, actor)
+        notes = [_nothing_found(rows)] + (
+            [PENDING_ELSEWHERE.format(replicas=", ".join(pending))] if pending else []
+        )
+        note = " ".join(n for n in notes if n)
+        return SubjectResult("export", site, k, current, rows, data, note, pending)
 
     def delete(self, site: str, kind: str, value: str, actor: str, action: str = "delete") -> SubjectResult:
-        k = self._check(site, kind, value)
+        k, route = self._check(site, kind, value)
         pseudonyms = self.keys.pseudonyms(site, k, value)
-        rows = self.store.delete(site, k, pseudonyms)
-        self.store.audit(action, site, k, pseudonyms[0], rows, actor)
-        return SubjectResult(action, site, k, pseudonyms[0], rows, note="" if rows else NOTHING_LINKABLE)
+        cutoff = datetime.now(UTC) + self.future_margin
+        recorded = route.store.record_request(action, site, k, pseudonyms, cutoff)
+        if route.requests is not None:
+            route.requests.add(recorded)  # this process's shipper: at once
+        rows = route.store.delete(site, k, pseudonyms)
+        route.store.audit(action, site, k, pseudonyms[0], rows, actor)
+        return SubjectResult(action, site, k, pseudonyms[0], rows, note=_nothing_found(rows))
 
     def withdraw(self, site: str, client_id: str) -> SubjectResult:
         """The visitor's own browser withdraws consent: its pseudonymous data is deleted."""
         return self.delete(site, "client_id", client_id, actor="visitor", action="withdraw")
 
     def set_blocked(self, site: str, kind: str, value: str, blocked: bool, actor: str) -> SubjectResult:
-        k = self._check(site, kind, value)
+        k, route = self._check(site, kind, value)
+        store = route.store
         subject = self.keys.subject(site, k, value)
         if blocked:
-            self.store.block(site, k, subject)
+            store.block(site, k, subject)
             self.suppressions.block(site, k, subject)
         else:
-            self.store.unblock(site, k, subject)
+            store.unblock(site, k, subject)
             self.suppressions.unblock(site, k, subject)
         action = "block" if blocked else "unblock"
         pseudonym = self.keys.pseudonym(site, k, value)
-        self.store.audit(action, site, k, pseudonym, 0, actor)
+        store.audit(action, site, k, pseudonym, 0, actor)
         return SubjectResult(action, site, k, pseudonym, 0)

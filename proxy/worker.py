@@ -100,6 +100,7 @@ class Forwarder:
 
 async def reload_suppressions(rt: Runtime) -> None:
     rt.suppressions.reload_cache()
+    rt.salt.forget()  # the primary may have put the store's salt in place of a provisional one
 
 
 def write_metrics_snapshot(rt: Runtime) -> None:

@@ -8,7 +8,8 @@ on anything this module does not know:
 
 * the statement is a SELECT (WITH, UNION, INTERSECT, EXCEPT, subqueries and JOINs included): no INSERT,
   DDL, SYSTEM, KILL or SET; no INTO OUTFILE, FORMAT or SETTINGS clause (the proxy picks both);
-* every table read is one of this proxy's tables (``config.schema.TABLES``) in its database (unqualified
+* every table read is one of this proxy's tables (``READABLE``: ``config.schema.TABLES`` but the salts and
+  secret fingerprints) in its database (unqualified
   names resolve to it) or a WITH name in scope; ``x IN t`` reads t too;
 * no table function at all: ``file``, ``url``, ``remote``, ``s3``, ``mysql``, ``executable``, ... and
   also the harmless ``numbers`` or ``values``, so the rule stays "only our tables";
@@ -33,9 +34,13 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from config.schema import TABLES
+from config.schema import PRIVATE_TABLES, TABLES
 from config.settings import AdminQuerySettings
 from sinks.base import SinkError
+
+# The proxy's tables admin SQL may read: all but the shared secrets' state (the day's wrapped salt, the
+# secrets' fingerprints), which nobody needs to read and which must stay out of any export.
+READABLE = tuple(t for t in TABLES if t not in PRIVATE_TABLES)
 
 
 class AdminSQLError(SinkError):
@@ -369,9 +374,9 @@ class _Walk:
             return
         if len(parts) == 1:
             parts = [self.database, parts[0]]
-        if len(parts) != 2 or parts[0] != self.database or parts[1] not in TABLES:
+        if len(parts) != 2 or parts[0] != self.database or parts[1] not in READABLE:
             raise AdminSQLError(
-                f"admin SQL reads only this proxy's tables ({', '.join(TABLES)} in database "
+                f"admin SQL reads only this proxy's tables ({', '.join(READABLE)} in database "
                 f"{self.database}); {_clip('.'.join(parts))} is not one of them"
             )
 

@@ -1,10 +1,17 @@
 """ClickHouse sink via clickhouse-connect: ``chdb://<path>`` (embedded, default) or ``http(s)://`` (remote).
 
-One client per sink, created in ``start``; every call runs on the shipper's thread, never on the
-event loop (chDB is thread-safe and releases the GIL). Inserts send the spool's records as
+Clients are created in ``start``; every call runs off the event loop (chDB is thread-safe and releases
+the GIL). A remote store gets one client for the shipper's inserts and another for everything else
+(subject requests, suppressions, shared state), both without a ClickHouse session: a session admits one
+query at a time, and those callers run on different threads. Inserts send the spool's records as
 ``JSONCompactEachRow`` with explicit column names (the schema is checked once at start-up, no DESCRIBE
-round trip per batch) and carry the batch's deduplication token. Errors are reduced to ClickHouse's
-error code: an insert error can quote row data.
+round trip per batch) and carry the batch's deduplication token, with ``async_insert`` off and
+deduplication on whatever the server's profile says. Errors are reduced to ClickHouse's error code: an
+insert error can quote row data.
+
+The schema: with ``clickhouse.manage_schema`` on, ``start`` applies the DDL (``CREATE ... IF NOT
+EXISTS``, then retention ALTERs), skipping statements a user without DDL rights may not run for objects
+that already exist; with it off, it only checks that ``beaconproxy migrate`` created everything.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -25,9 +33,12 @@ from config.schema import (
     days_ttl,
     ddl_statements,
     normalised_ttl,
+    on_cluster,
+    request_retention_days,
     rollup_page,
     rollup_select,
     rollup_source,
+    schema_objects,
 )
 from config.settings import ClickhouseSettings
 from proxy.model import EVENT_COLUMNS
@@ -37,9 +48,14 @@ from sinks.codec import EventBlock
 
 log = logging.getLogger(__name__)
 _CODE = re.compile(r"Code: (\d+)")
-
-
-_ADD_COLUMN = re.compile(r"ALTER TABLE \w+\.(?P<table>\w+)\s+ADD COLUMN IF NOT EXISTS (?P<column>\w+)\b")
+_ADD_COLUMN = re.compile(
+    r"ALTER TABLE \w+\.(?P<table>\w+)(?: ON CLUSTER \S+)?\s+ADD COLUMN IF NOT EXISTS (?P<column>\w+)\b"
+)
+# What an acknowledged insert means must not depend on the server's profile: synchronous (the rows are in
+# a part when the call returns) and deduplicated by the batch's token.
+INSERT_SETTINGS = {"async_insert": 0, "insert_deduplicate": 1}
+ACCESS_DENIED = 497
+ALREADY_EXISTS = (57, 82)  # TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS (a concurrent CREATE won)
 
 
 def safe_error(exc: BaseException) -> str:
@@ -48,8 +64,24 @@ def safe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f" (ClickHouse code {match.group(1)})" if match else "")
 
 
+def store_settings(sink: ClickHouseSink, use: Literal["insert", "read"]) -> dict[str, Any]:
+    """Settings for the small inserts and reads of shared state (subject requests, suppressions, salts,
+    fingerprints, heartbeats). On a cluster, inserts wait for a majority of replicas and reads see every
+    such insert, so a replica never acts on state another replica's node has not received yet."""
+    if use == "insert":
+        return {**INSERT_SETTINGS, "insert_quorum": "auto"} if sink.cluster else dict(INSERT_SETTINGS)
+    return {"select_sequential_consistency": 1} if sink.cluster else {}
+
+
+def error_code(exc: BaseException) -> int | None:
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
 def redact_dsn(dsn: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", dsn)
+    """The DSN without its user and password (nor a password given as a query parameter)."""
+    dsn = re.sub(r"//[^/@]*@", "//***@", dsn)
+    return re.sub(r"(?i)([?&](?:password|key|access_token)=)[^&]*", r"\1***", dsn)
 
 
 def connect(
@@ -62,60 +94,125 @@ def connect(
         if dsn.startswith("chdb://"):
             return clickhouse_connect.get_client(dsn=dsn, **extra)
         return clickhouse_connect.get_client(
-            dsn=dsn, compress=compress, connect_timeout=5, send_receive_timeout=60, **extra
+            dsn=dsn,
+            compress=compress,
+            connect_timeout=5,
+            send_receive_timeout=60,
+            # No session: a ClickHouse session runs one query at a time ("concurrent queries within the
+            # same session"), and nothing here relies on session state.
+            autogenerate_session_id=False,
+            **extra,
         )
     except Exception as exc:
         raise SinkError(f"cannot connect to {redact_dsn(dsn)}: {safe_error(exc)}") from None
 
 
 class ClickHouseSink:
-    name = "clickhouse"
-
-    def __init__(self, dsn: str, settings: ClickhouseSettings) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        settings: ClickhouseSettings,
+        *,
+        database: str | None = None,
+        cluster: str | None = None,
+        name: str = "clickhouse",
+    ) -> None:
+        """``database`` and ``cluster``: a named store's (default: the main store's, from ``settings``);
+        ``name`` is what logs and metrics call it."""
         if not dsn.startswith(("chdb://", "http://", "https://")):
             raise ValueError(
                 f"clickhouse dsn must start with chdb://, http:// or https:// (got {redact_dsn(dsn)})"
             )
+        self.name = name
         self.dsn = dsn
         self.settings = settings
-        self.database = settings.database
+        self.database = database or settings.database
+        self.cluster = settings.cluster if cluster is None else cluster
         self.compress = settings.compress
+        self.remote = not dsn.startswith("chdb://")
         self.table = f"{self.database}.events"
         self._client: Client | None = None
+        # Everything but the shipper's inserts, on a remote store (see the module docstring).
+        self._control: Client | None = None
         # Admin SQL gets its own connection (sinks.adminsql): readonly=1 and the admin limits are its
         # session settings, which chDB keeps per connection, so the writer is never read-only.
         self._query_client: Client | None = None
         self._functions: adminsql.FunctionCatalog | None = None
         self._admin_lock = threading.Lock()  # admin queries arrive on several threads
         self._healthy = False
+        # Checks run once the schema is there, before the sink counts as started (e.g. the secrets'
+        # fingerprints): one that raises keeps the sink from starting, and so the shipper from shipping.
+        self.start_checks: list[Callable[[ClickHouseSink], None]] = []
 
     @property
     def client(self) -> Client:
+        """The shipper's client (inserts, schema)."""
         if self._client is None:
             raise SinkError("sink not started")
         return self._client
 
+    @property
+    def control(self) -> Client:
+        """The client for subject requests, suppressions and shared state (any thread)."""
+        if self._client is None:
+            raise SinkError("sink not started")
+        return self._control or self._client
+
+    def start_client(self) -> None:
+        """Connect, nothing more (``start`` also sees to the schema)."""
+        if self._client is None:
+            self._client = connect(self.dsn, compress=self.compress)
+        if self.remote and self._control is None:
+            self._control = connect(self.dsn, compress=self.compress)
+
     def start(self) -> None:
-        self._client = connect(self.dsn, compress=self.compress)
+        self.start_client()
         try:
-            statements = ddl_statements(self.database, self.settings)
-            for stmt in statements:
-                if self._column_exists(stmt):
-                    # Even a no-op ALTER rewrites the table's metadata file, and on a full disk ClickHouse
-                    # leaves it empty: the store could not be opened again. Only run it when needed.
-                    continue
-                try:
-                    self._client.command(stmt)
-                except ClickHouseError:
-                    if self._create_query("events"):  # an events table from elsewhere: say what it lacks
-                        self._check_columns()
-                    raise
-            self._apply_rollup_definition(statements)
-            self._apply_retention()
-            self._check_columns()
+            self._schema()
         except ClickHouseError as exc:
             raise SinkError(f"schema set-up failed: {safe_error(exc)}") from None
+        for check in self.start_checks:
+            check(self)
         self._healthy = True
+
+    def _schema(self) -> None:
+        if not self.settings.manage_schema:
+            missing = self.missing_objects()
+            if missing:
+                raise SinkError(
+                    f"the store lacks {', '.join(missing)} in database {self.database}; run `beaconproxy "
+                    "migrate` (clickhouse.manage_schema is off, so this replica does not create them)"
+                )
+            self._check_columns()
+            self._report_retention_drift()
+            return
+        statements = self.apply_schema(cluster="")
+        self._apply_rollup_definition(statements)
+        self._check_columns()
+
+    def apply_schema(self, cluster: str) -> list[str]:
+        """Run the DDL (``ON CLUSTER`` with Replicated engines when ``cluster`` is set), then bring the
+        retention and deduplication settings of existing tables in line. The statements run, in order."""
+        done: list[str] = []
+        for stmt in ddl_statements(self.database, self.settings, cluster):
+            if self._column_exists(stmt):
+                # Even a no-op ALTER rewrites the table's metadata file, and on a full disk ClickHouse
+                # leaves it empty: the store could not be opened again. Only run it when needed.
+                continue
+            try:
+                self.client.command(stmt)
+            except ClickHouseError as exc:
+                code = error_code(exc)
+                if code in ALREADY_EXISTS:
+                    continue
+                if code == ACCESS_DENIED and self._exists(stmt):
+                    continue  # no DDL rights, and nothing to create: fine
+                if self._create_query("events"):  # an events table from elsewhere: say what it lacks
+                    self._check_columns()
+                raise
+            done.append(stmt)
+        done += self._apply_retention(cluster)
+        return done
 
     def _column_exists(self, statement: str) -> bool:
         """Whether ``statement`` is an ``ALTER TABLE t ADD COLUMN IF NOT EXISTS c`` whose column exists."""
@@ -129,15 +226,6 @@ class ClickHouseSink:
         )
         return bool(int(str(n)))
 
-    def _create_query(self, table: str) -> str:
-        return str(
-            self.client.command(
-                "SELECT create_table_query FROM system.tables "
-                "WHERE database = {db:String} AND name = {t:String}",
-                parameters={"db": self.database, "t": table},
-            )
-        )
-
     def _apply_rollup_definition(self, statements: list[str]) -> None:
         """Bring a rollup view made by an older version, and the rows it wrote, up to ROLLUP_VERSION.
 
@@ -146,7 +234,7 @@ class ClickHouseSink:
         would write differently is rewritten: re-inserted generalised (merged with its new key) and the
         old row deleted. The insert carries a fixed deduplication token, so a start that dies before the
         delete and runs again does not count anything twice. The COMMENT is set last, so that an
-        interrupted upgrade is redone.
+        interrupted upgrade is redone. (``statements``: the schema's, for the view's SELECT.)
         """
         db, view, daily = self.database, f"{self.database}.events_daily_mv", f"{self.database}.events_daily"
         comment = self.client.command(
@@ -155,6 +243,7 @@ class ClickHouseSink:
         )
         if str(comment) == ROLLUP_VERSION:
             return
+        statements = statements or ddl_statements(self.database, self.settings)
         log.info("rollup view: upgrading to %r", ROLLUP_VERSION)
         self.client.command(f"ALTER TABLE {view} MODIFY QUERY {rollup_select(statements)}")
         page, source = rollup_page("page"), rollup_source("source")
@@ -182,38 +271,111 @@ class ClickHouseSink:
             f"ALTER TABLE {view} MODIFY COMMENT '{ROLLUP_VERSION.replace(chr(39), chr(39) * 2)}'"
         )
 
-    def _apply_retention(self) -> None:
-        """Retention settings change existing tables (ALTER ... TTL), not only new ones."""
+    def _exists(self, stmt: str) -> bool:
+        """Whether the object a CREATE ... IF NOT EXISTS statement names is there already."""
+        match = re.match(
+            r"CREATE (DATABASE|TABLE|MATERIALIZED VIEW|VIEW) IF NOT EXISTS ([A-Za-z0-9_.]+)", stmt
+        )
+        if match is None:
+            return False
+        if match.group(1) == "DATABASE":
+            found = self.client.command(
+                "SELECT count() FROM system.databases WHERE name = {db:String}",
+                parameters={"db": match.group(2)},
+            )
+            return str(found) != "0"
+        return bool(self._create_query(match.group(2).split(".", 1)[1]))
+
+    def missing_objects(self) -> list[str]:
+        """The tables and views of the schema that the store lacks."""
+        result = self.client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": self.database}
+        )
+        present = {str(row[0]) for row in result.result_rows}
+        return [name for name in schema_objects(self.database, self.settings) if name not in present]
+
+    def _create_query(self, table: str) -> str:
+        return str(
+            self.client.command(
+                "SELECT create_table_query FROM system.tables "
+                "WHERE database = {db:String} AND name = {t:String}",
+                parameters={"db": self.database, "t": table},
+            )
+        )
+
+    def _retention_changes(self) -> list[tuple[str, str]]:
+        """(table, ALTER clause) for every retention or deduplication setting the store's tables lack."""
         ch = self.settings
+        changes: list[tuple[str, str]] = []
         events = self._create_query("events")
         columns, _, engine = events.partition(" ENGINE = ")
         if f" TTL {normalised_ttl('ts', ch.retention_days)}" not in engine:
-            log.info("events TTL is now %d days", ch.retention_days)
-            self.client.command(f"ALTER TABLE {self.table} MODIFY TTL {days_ttl('ts', ch.retention_days)}")
+            changes.append(("events", f"MODIFY TTL {days_ttl('ts', ch.retention_days)}"))
         for column in PSEUDONYM_COLUMNS:
             if f"`{column}` " not in columns:
                 continue  # a missing column is reported by _check_columns
             ttl = re.escape(normalised_ttl("ts", ch.pseudonym_retention_days))
             if not re.search(rf"`{column}` [^`]*? TTL {ttl}(?: |,|\)$)", columns):
-                log.info("%s TTL is now %d days", column, ch.pseudonym_retention_days)
-                self.client.command(
-                    f"ALTER TABLE {self.table} MODIFY COLUMN {column} "
-                    f"TTL {days_ttl('ts', ch.pseudonym_retention_days)}"
+                changes.append(
+                    ("events", f"MODIFY COLUMN {column} TTL {days_ttl('ts', ch.pseudonym_retention_days)}")
                 )
         for table, column, days in (
             ("events_daily", "day", ch.aggregate_retention_days),
             ("audit_log", "time", ch.audit_retention_days),
+            ("subject_requests", "requested", request_retention_days(ch)),
             ("visits", "day", ch.retention_days),  # visits are derived from events: kept as long
             ("visit_days", "day", ch.retention_days),
         ):
-            if (
-                f" TTL {normalised_ttl(column, days)}"
-                not in self._create_query(table).partition(" ENGINE = ")[2]
-            ):
-                log.info("%s TTL is now %d days", table, days)
-                self.client.command(
-                    f"ALTER TABLE {self.database}.{table} MODIFY TTL {days_ttl(column, days)}"
+            query = self._create_query(table)
+            if query and f" TTL {normalised_ttl(column, days)}" not in query.partition(" ENGINE = ")[2]:
+                changes.append((table, f"MODIFY TTL {days_ttl(column, days)}"))
+        for table in ("events", "events_daily", "salts", "secret_fingerprints"):
+            query = self._create_query(table)
+            window = re.search(r"(non_replicated|replicated)_deduplication_window = (\d+)", query)
+            if window and int(window.group(2)) != ch.deduplication_window:
+                changes.append(
+                    (
+                        table,
+                        f"MODIFY SETTING {window.group(1)}_deduplication_window = {ch.deduplication_window}",
+                    )
                 )
+        return changes
+
+    def _apply_retention(self, cluster: str) -> list[str]:
+        """Retention settings change existing tables (ALTER ... TTL), not only new ones. A user without the
+        right to alter them is told so in the log; the proxy still starts."""
+        done = []
+        for table, change in self._retention_changes():
+            stmt = f"ALTER TABLE {self.database}.{table}{on_cluster(cluster)} {change}"
+            try:
+                self.client.command(stmt)
+            except ClickHouseError as exc:
+                if error_code(exc) != ACCESS_DENIED:
+                    raise
+                log.warning(
+                    "store %s: %s.%s needs `%s`, which this database user may not run; run `beaconproxy "
+                    "migrate`",
+                    self.name,
+                    self.database,
+                    table,
+                    change,
+                )
+                continue
+            log.info("store %s: %s.%s %s", self.name, self.database, table, change)
+            done.append(stmt)
+        return done
+
+    def _report_retention_drift(self) -> None:
+        """With manage_schema off: say (never change) where the store's retention differs from ours."""
+        for table, change in self._retention_changes():
+            log.warning(
+                "store %s: %s.%s differs from this replica's settings (%s); `beaconproxy migrate` with "
+                "the intended settings aligns it",
+                self.name,
+                self.database,
+                table,
+                change,
+            )
 
     def _check_columns(self) -> None:
         result = self.client.query(
@@ -235,6 +397,7 @@ class ClickHouseSink:
                 insert_block=batch.data,
                 fmt="JSONCompactEachRow",
                 settings={
+                    **INSERT_SETTINGS,
                     "insert_deduplication_token": token,
                     # a replayed batch must not be counted twice by the daily aggregates either
                     "deduplicate_blocks_in_dependent_materialized_views": 1,
@@ -255,7 +418,7 @@ class ClickHouseSink:
         else is an :class:`adminsql.AdminSQLError` saying what is not allowed."""
         with self._admin_lock:
             if self._functions is None:  # on the store's own connection: the admin limits would cut it short
-                self._functions = adminsql.FunctionCatalog.load(self.client)
+                self._functions = adminsql.FunctionCatalog.load(self.control)
             functions, client = self._functions, self._admin_client()
         run = adminsql.confine(client, sql, self.database, functions)
         try:
@@ -290,7 +453,7 @@ class ClickHouseSink:
         return self._healthy
 
     def close(self) -> None:
-        for client in (self._client, self._query_client):
+        for client in (self._client, self._control, self._query_client):
             if client is not None:
                 client.close()
-        self._client = self._query_client = None
+        self._client = self._control = self._query_client = None

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from proxy.background import JobState, SupervisedThread
 from proxy.metrics import LatencyHistogram
 from sinks.base import Sink, SinkError
-from sinks.codec import block_of
+from sinks.codec import EventBlock, block_of
+from sinks.request_filter import RequestFilter
 from sinks.spool import SpoolReader
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ class ShipperStats:
     undecodable_records: int = 0
     purged_segments: int = 0
     orphans_sealed: int = 0
+    withheld_rows: int = 0  # events of deleted or withdrawn subjects, not stored (sinks/request_filter.py)
     sink_started: bool = False
+    failing: bool = False  # the last store call failed (inserts, or reading what they need)
     last_error: str = ""
     insert_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
@@ -68,8 +71,12 @@ class Shipper:
         poll_interval: float = 0.1,
         backoff_initial: float = 0.25,
         backoff_max: float = 30.0,
+        requests: RequestFilter | None = None,
+        name: str = "shipper",
     ) -> None:
+        """``requests``: screens every segment against recorded deletions just before its insert."""
         self.sink = sink
+        self.requests = requests
         self.reader = reader
         self.retention_seconds = retention_seconds
         self.poll_interval = poll_interval
@@ -87,7 +94,7 @@ class Shipper:
         self._next_maintenance = 0.0
         # Supervised: an unexpected exception (say EMFILE while listing the spool) restarts it with
         # backoff; the segment it was shipping is shipped again with the same token (deduplicated).
-        self._thread = SupervisedThread("shipper", self._run, vital=True, stopping=self._stopping)
+        self._thread = SupervisedThread(name, self._run, vital=True, stopping=self._stopping)
 
     @property
     def job(self) -> JobState:
@@ -159,7 +166,12 @@ class Shipper:
     def _ensure_sink(self) -> bool:
         return self.stats.sink_started or self._with_retry(self._start_sink)
 
+    def healthy(self) -> bool:
+        """The sink is started, the shipper runs and its last store call succeeded."""
+        return self.sink.healthy() and self.job.up and not self.stats.failing
+
     def _error(self, exc: SinkError, delay: float) -> None:
+        self.stats.failing = True
         self.stats.errors += 1
         self.stats.last_error = str(exc)
         log.warning("sink %s unavailable, retrying in %.2fs: %s", self.sink.name, delay, exc)
@@ -201,11 +213,24 @@ class Shipper:
 
     def _ship(self, name: str) -> bool:
         batch = self.reader.read(name)
-        block, bad = block_of(batch.records)  # records checked for shape; the store parses them
+        block, bad = EventBlock(b"", 0), 0
         strict = False
+        withheld = 0
+
+        def prepare() -> None:
+            """The block to insert: screened against recorded deletions afresh before every attempt
+            (one may have been recorded since the last), records checked for shape (the store parses
+            them) or, once the store refused a block, decoded one by one."""
+            nonlocal block, bad, withheld
+            records = batch.records
+            if self.requests is not None:
+                self.requests.refresh()  # a failure is retried like a failed insert
+                records, withheld = self.requests.screen(records)
+            block, bad = block_of(records, strict=strict)
 
         def insert() -> None:
-            nonlocal block, bad, strict
+            nonlocal strict
+            prepare()
             if not block.rows:
                 return
             t0 = time.perf_counter()
@@ -216,19 +241,23 @@ class Shipper:
                     raise
                 # Refused: either the store is down or some well-shaped record is not an event after
                 # all. Decode every record once; if that removes any, insert the rest at once.
+                shaped_bad = bad
                 strict = True
-                checked, checked_bad = block_of(batch.records, strict=True)
-                if checked_bad == bad:
+                prepare()
+                if bad == shaped_bad:
                     raise
-                block, bad = checked, checked_bad
                 insert()
                 return
             self.stats.insert_latency.observe(time.perf_counter() - t0)
 
         if not self._with_retry(insert):
             return False
+        self.stats.failing = False
         self.stats.corrupt_records += batch.corrupt_records
         self.stats.undecodable_records += bad
+        if withheld:
+            self.stats.withheld_rows += withheld
+            log.info("segment %s: %d events of deleted subjects not stored", name, withheld)
         if batch.corrupt_records or bad:
             log.error(
                 "segment %s: %d corrupt, %d undecodable records skipped", name, batch.corrupt_records, bad

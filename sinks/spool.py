@@ -326,6 +326,7 @@ class SpoolWriter:
         restart_backoff: float = 0.5,
         min_free_bytes: int = 0,
         error_hold_seconds: float = 5.0,
+        job_name: str = "spool_writer",
     ) -> None:
         if not _WRITER_RE.fullmatch(writer):
             raise ValueError("writer must be 1-64 characters of A-Z a-z 0-9 _ . -")
@@ -351,6 +352,7 @@ class SpoolWriter:
         # After a refused append (spool or disk full, a failed write), refusal() reports it this long
         # unless a write succeeded since: readiness follows append errors, and recovers without traffic.
         self.error_hold_seconds = error_hold_seconds
+        self.job_name = job_name  # what /readyz and /metrics call the writer thread
         self._free_bytes = -1  # free disk at the last scan (-1: unknown)
         self._last_refusal = (-math.inf, "")  # (monotonic time, why): a full spool or disk, a failed write
         self._last_write_ok = -math.inf
@@ -397,7 +399,7 @@ class SpoolWriter:
                 raise SpoolError("a spool writer can be started once")
             self._state = "running"
             self._thread = SupervisedThread(
-                "spool_writer",
+                self.job_name,
                 self._run,
                 vital=True,
                 stopping=self._stopping,

@@ -41,10 +41,12 @@ class Result:
 
 
 class StatsEngine:
-    def __init__(self, settings: Settings, dsn: str, referrers: Referrers) -> None:
+    def __init__(
+        self, settings: Settings, dsn: str, referrers: Referrers, database: str | None = None
+    ) -> None:
         self.settings = settings
         self.dsn = dsn
-        self.database = settings.clickhouse.database
+        self.database = database or settings.clickhouse.database  # a named store's own database
         self.referrers = referrers.parameters()
         self._client: Client | None = None
         a = settings.analytics

@@ -34,10 +34,12 @@ MISSING_SITE = "Missing site ID. Please provide the required site_id parameter w
 
 
 def _service(request: Request) -> StatsService:
+    """The main store's stats service: analyst keys and their rate limit live there."""
     rt: Runtime = request.app.state.rt
-    if rt.analytics is None:
+    service = rt.stats_main
+    if service is None:
         raise HTTPError(501, "this process serves no stats")
-    return rt.analytics
+    return service
 
 
 async def _authorize(request: Request, site: Any) -> tuple[StatsService, AnalystKey, str]:
@@ -63,7 +65,11 @@ async def _authorize(request: Request, site: Any) -> tuple[StatsService, Analyst
         raise HTTPError(400, MISSING_SITE)
     if site not in key.sites or site not in service.settings.sites:
         raise HTTPError(403, "This API key cannot read that site.")
-    return service, key, site
+    rt: Runtime = request.app.state.rt
+    site_service = rt.stats_for(site)  # the site's own store (sites.<id>.store): read there only
+    if site_service is None:
+        raise HTTPError(501, "this process serves no stats")
+    return site_service, key, site
 
 
 def _wants_csv(request: Request) -> bool:

@@ -55,15 +55,22 @@ class StatsService:
     visits: VisitStore
 
     @classmethod
-    def create(cls, settings: Settings, sink: ClickHouseSink) -> StatsService:
+    def create(
+        cls, settings: Settings, sink: ClickHouseSink, main: StatsService | None = None
+    ) -> StatsService:
+        """The stats of the sites kept in ``sink``'s store. Keys and their rate limit live in the main
+        store only: pass the main store's service as ``main`` for a named store (data residency: a
+        site's figures are read from its own store, and nowhere else)."""
         a = settings.analytics
-        referrers = Referrers.load(a.referrer_data or None)  # once, at start-up
+        referrers = Referrers.load(a.referrer_data or None)  # once per store, at start-up
         return cls(
             settings,
-            StatsEngine(settings, sink.dsn, referrers),
-            AnalystKeys(KeyStore(sink), list(settings.sites), a.key_cache_seconds),
-            RateLimiter(sink, a.rate_limit_per_hour),
-            VisitStore(sink.dsn, settings.clickhouse.database, settings.clickhouse.compress),
+            StatsEngine(settings, sink.dsn, referrers, database=sink.database),
+            main.keys
+            if main is not None
+            else AnalystKeys(KeyStore(sink), list(settings.sites), a.key_cache_seconds),
+            main.limiter if main is not None else RateLimiter(sink, a.rate_limit_per_hour),
+            VisitStore(sink.dsn, sink.database, settings.clickhouse.compress),
         )
 
     def export(self, site: str, period: object, now: datetime | None = None) -> bytes:

@@ -211,6 +211,31 @@ def test_config_command_hides_dsn_passwords(
     assert data["clickhouse"]["admin_query"]["dsn"] == "https://***@ch.example:8443"
 
 
+def test_config_command_hides_every_secret_of_a_remote_deployment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DSN passwords (main and named stores, also one given as a query parameter), the admin token,
+    the pseudonym secret and each site's pseudonym keys."""
+    planted = {
+        "BEACONPROXY_DATA_DIR": str(tmp_path),
+        "BEACONPROXY_CLICKHOUSE__DSN": "https://writer:main-PLANTED-pw@ch.example:8443/?password=q-PLANTED",
+        "BEACONPROXY_CLICKHOUSE__STORES__EU__DSN": "https://eu:eu-PLANTED-pw@eu.example:8443",
+        "BEACONPROXY_SERVER__ADMIN_TOKEN": "admin-PLANTED-token-0123",
+        "BEACONPROXY_PRIVACY__PSEUDONYM_SECRET": "pseudonym-PLANTED-0123",
+        "BEACONPROXY_SITES__DEMO__PSEUDONYM_KEYS": '["sitekey-PLANTED-0123456", "old-sitekey-PLANTED-0123"]',
+    }
+    for key, value in planted.items():
+        monkeypatch.setenv(key, value)
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "PLANTED" not in out
+    data = orjson.loads(out)
+    assert data["clickhouse"]["dsn"] == "https://***@ch.example:8443/?password=***"
+    assert data["clickhouse"]["stores"]["eu"]["dsn"] == "https://***@eu.example:8443"
+    assert data["sites"]["demo"]["pseudonym_keys"] == ["***", "***"]
+    assert data["server"]["admin_token"] == data["privacy"]["pseudonym_secret"] == "***"
+
+
 # --- data-subject requests and the inventory from the command line -------------------------------------
 
 RAW_X = "cid-RAW-cli-X-6b1d"
@@ -354,6 +379,9 @@ def test_a_cli_block_on_a_remote_store_reaches_the_running_proxy(tmp_path: Path,
             **env,
             "BEACONPROXY_CLICKHOUSE__DSN": dsn,
             "BEACONPROXY_SERVER__SUPPRESSION_RELOAD_SECONDS": "0.1",
+            # a remote store: every replica must be given the same secrets
+            "BEACONPROXY_PRIVACY__PSEUDONYM_SECRET": "test-pseudonym-secret-0123456789",
+            "BEACONPROXY_SERVER__ADMIN_TOKEN": "test-admin-token-0123456789",
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "proxy.cli", "serve"],

@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from proxy.keys import SALT_BYTES, DailySalt, Pseudonymizer, load_or_create_secret, visitor_hash
+from config.settings import SettingsError
+from proxy.keys import (
+    SALT_BYTES,
+    DailySalt,
+    Pseudonymizer,
+    fingerprint,
+    load_or_create_secret,
+    resolve_secret,
+    unwrap_salt,
+    visitor_hash,
+    wrap_salt,
+)
 
 DAY1 = datetime(2024, 3, 1, 0, 0, 0, tzinfo=UTC)
 DAY1_LATE = datetime(2024, 3, 1, 23, 59, 59, 999_999, tzinfo=UTC)
@@ -331,3 +342,77 @@ def test_short_key_is_rejected(key: bytes) -> None:
 @pytest.mark.parametrize("key", [b"k" * 16, b"k" * 64, os.urandom(32)])
 def test_key_of_16_bytes_or_more_is_accepted(key: bytes) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", Pseudonymizer(key)("demo", "user_id", "u-1"))
+
+
+# --- secrets shared by replicas of a remote store ----------------------------------------------------------
+
+
+def test_an_embedded_store_generates_what_is_not_configured(tmp_path: Path) -> None:
+    value = resolve_secret("privacy.pseudonym_secret", "", "", tmp_path / "s", shared=False)
+    assert len(value) == 64 and (tmp_path / "s").read_bytes().strip() == value
+
+
+def test_a_remote_store_requires_the_secret_and_names_where_to_give_it(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as caught:
+        resolve_secret("privacy.pseudonym_secret", "", "", tmp_path / "s", shared=True)
+    message = str(caught.value)
+    assert "BEACONPROXY_PRIVACY__PSEUDONYM_SECRET" in message and "pseudonym_secret_file" in message
+    assert not (tmp_path / "s").exists(), "nothing generated: another replica would not have it"
+
+
+def test_a_remote_store_refuses_a_short_secret(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="at least 16"):
+        resolve_secret("server.admin_token", "short-token", "", tmp_path / "t", shared=True)
+
+
+def test_a_secret_from_a_file_as_systemd_credentials_or_container_secrets_give_it(tmp_path: Path) -> None:
+    path = tmp_path / "cred"
+    path.write_bytes(b"a-secret-from-a-file-0123456789\n")
+    assert resolve_secret("server.admin_token", "", str(path), tmp_path / "t", shared=True) == (
+        b"a-secret-from-a-file-0123456789"
+    )
+    assert resolve_secret(
+        "server.admin_token", "configured-wins-0123456789", str(path), tmp_path / "t", shared=True
+    ) == (b"configured-wins-0123456789")
+    path.write_bytes(b"")
+    with pytest.raises(SettingsError, match="empty"):
+        resolve_secret("server.admin_token", "", str(path), tmp_path / "t", shared=True)
+    with pytest.raises(SettingsError) as caught:
+        resolve_secret("server.admin_token", "", str(tmp_path / "missing"), tmp_path / "t", shared=True)
+    assert "missing" not in str(caught.value).split(":", 1)[1], "the reason, not the path's content"
+
+
+def test_a_wrapped_salt_is_not_the_salt_and_needs_the_secret_and_the_day() -> None:
+    salt, day = os.urandom(SALT_BYTES), date(2026, 5, 1)
+    wrapped = wrap_salt(b"k" * 32, day, salt)
+    assert bytes.fromhex(wrapped) != salt and salt.hex() not in wrapped
+    assert unwrap_salt(b"k" * 32, day, wrapped) == salt
+    assert unwrap_salt(b"x" * 32, day, wrapped) != salt
+    assert unwrap_salt(b"k" * 32, day + timedelta(days=1), wrapped) != salt
+    assert wrap_salt(b"k" * 32, day + timedelta(days=1), salt) != wrapped  # a new pad every day
+
+
+def test_fingerprints_tell_secrets_apart_without_showing_them() -> None:
+    a = fingerprint(b"s" * 32, "admin_token", b"token-one-0123456789")
+    assert a == fingerprint(b"s" * 32, "admin_token", b"token-one-0123456789")
+    assert a != fingerprint(b"s" * 32, "admin_token", b"token-two-0123456789")
+    assert a != fingerprint(b"t" * 32, "admin_token", b"token-one-0123456789")
+    assert "token" not in a and len(a) == 32
+
+
+def test_a_provisional_salt_is_replaced_by_the_stores(tmp_path: Path) -> None:
+    """A replica that drew a salt while the store was out of reach takes the store's when it comes:
+    other processes on the machine (workers) after they forget theirs."""
+    now = datetime(2026, 5, 1, 9, tzinfo=UTC)
+    primary = DailySalt(tmp_path, provisional=True)
+    worker = DailySalt(tmp_path, provisional=True)
+    drawn = primary.current(now)
+    assert worker.current(now) == drawn and primary.read(now.date()) == drawn
+    stores = os.urandom(SALT_BYTES)
+    primary.put(now.date(), stores)
+    assert primary.current(now) == stores
+    assert worker.current(now) == drawn  # until it reads the directory again
+    worker.forget()
+    assert worker.current(now) == stores
+    with pytest.raises(ValueError):
+        primary.put(now.date(), b"short")

@@ -607,8 +607,9 @@ def test_numeric_and_maximal_identifiers_are_found_as_strings(
 def test_a_store_that_cannot_take_pending_rows_is_503_not_400(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = client.app.state.rt.subjects  # type: ignore[attr-defined]
-    monkeypatch.setattr(service, "flush", lambda: False)  # the batcher could not write what it holds
+    rt = client.app.state.rt  # type: ignore[attr-defined]
+    # the batcher could not write what it holds
+    monkeypatch.setattr(rt, "flush", lambda timeout=30.0, store=None: False)
     r = subject(client, settings, "delete", {"site": "demo", "client_id": X})
     assert r.status_code == 503
     assert r.headers["retry-after"]

@@ -130,8 +130,8 @@ def test_a_failing_suppression_reload_is_reported_but_not_vital(
     with TestClient(create_app(settings)) as client:
         rt = runtime(client)
         assert rt.subjects is not None
-        fault = Fault(rt.subjects.store.blocked, OSError(errno.EMFILE, "Too many open files"))
-        monkeypatch.setattr(rt.subjects.store, "blocked", fault)
+        fault = Fault(rt.stores.main.subjects.blocked, OSError(errno.EMFILE, "Too many open files"))
+        monkeypatch.setattr(rt.stores.main.subjects, "blocked", fault)
         [job] = [j for j in rt.jobs if j.name == "suppression_reload"]
         assert wait_for(lambda: not job.up and job.failures >= 1)
         r = client.get("/readyz")

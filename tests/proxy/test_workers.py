@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import CHROME_UA
 from tests.proxy.test_cli import REPO, cli, env  # noqa: F401 - env is a fixture used below
+from tests.support.serve import TEST_SECRETS
 
 
 def post(port: str, body: object) -> int:
@@ -184,7 +185,8 @@ def test_two_workers_with_a_remote_store(tmp_path: Path, env: dict[str, str]) ->
     from tests.support.ch_http import clickhouse_http_server
 
     with clickhouse_http_server(tmp_path / "remote") as dsn:
-        environ = {**env, "BEACONPROXY_CLICKHOUSE__DSN": dsn}
+        # a remote store: the workers' salt comes from the store, through the primary's cache
+        environ = {**env, "BEACONPROXY_CLICKHOUSE__DSN": dsn, **TEST_SECRETS}
         proc = subprocess.Popen(
             [sys.executable, "-m", "proxy.cli", "serve", "--workers", "2"],
             cwd=REPO,

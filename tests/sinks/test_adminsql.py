@@ -18,9 +18,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from config.schema import TABLES
 from config.settings import ClickhouseSettings
-from sinks.adminsql import AdminSQLError, FunctionCatalog, check, parse, query_error
+from sinks.adminsql import READABLE, AdminSQLError, FunctionCatalog, check, parse, query_error
 from sinks.clickhouse import ClickHouseSink
 from sinks.codec import EventBlock
 from tests.sinks.test_clickhouse import full_event
@@ -290,7 +289,7 @@ def test_casing_comments_spacing_and_nesting_do_not_hide_a_table_function(
 def test_only_this_proxys_tables_are_read(sink: ClickHouseSink, sql: str) -> None:
     message = refused(sink, sql.format(db=sink.database))
     assert (
-        f"admin SQL reads only this proxy's tables ({', '.join(TABLES)} in database {sink.database})"
+        f"admin SQL reads only this proxy's tables ({', '.join(READABLE)} in database {sink.database})"
         in message
     )
 
@@ -506,3 +505,15 @@ def test_the_parse_is_clickhouses_and_runs_nothing(ch: Client, tmp_path: Path) -
     assert parsed.tree["type"] == "InsertQuery"
     assert parsed.canonical == f"INSERT INTO FUNCTION file('{target}', 'CSV') SELECT 1"
     assert not target.exists()
+
+
+@pytest.mark.parametrize("table", ["salts", "secret_fingerprints"])
+def test_the_shared_secrets_state_is_not_readable(sink: ClickHouseSink, table: str) -> None:
+    """The day's (wrapped) salt and the secrets' fingerprints are the proxy's own, but nobody needs to read
+    them: admin SQL may not, whatever the spelling."""
+    for sql in (
+        f"SELECT * FROM {table}",
+        f"SELECT * FROM {sink.database}.{table}",
+        f"SELECT count() FROM `{table}`",
+    ):
+        assert "is not one of them" in refused(sink, sql)

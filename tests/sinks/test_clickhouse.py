@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from config.settings import AdminQuerySettings, ClickhouseSettings, load_settings
 from proxy.model import EVENT_COLUMNS, Event
 from sinks.base import SinkError
-from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error
+from sinks.clickhouse import ClickHouseSink, redact_dsn, safe_error, store_settings
 from sinks.codec import EventBlock
 from tests.support.ch_http import clickhouse_http_server
 
@@ -271,3 +271,54 @@ def test_a_restart_rewrites_no_table_metadata(chdb_dsn: str, ch: Client, databas
         ).result_rows
     }
     assert after == before
+
+
+def test_a_sink_that_does_not_manage_the_schema_only_checks_it(chdb_dsn: str, database: str) -> None:
+    """manage_schema off: against an empty database the sink does not start and says to migrate; once
+    `migrate` (apply_schema) ran, it starts and changes nothing, even where retention differs."""
+    checking = ClickHouseSink(chdb_dsn, ClickhouseSettings(database=database, manage_schema=False))
+    with pytest.raises(SinkError, match="beaconproxy migrate"):
+        checking.start()
+    migrating = ClickHouseSink(chdb_dsn, ClickhouseSettings(database=database))
+    migrating.start_client()
+    assert migrating.apply_schema(cluster="")[0] == f"CREATE DATABASE IF NOT EXISTS {database}"
+    assert migrating.missing_objects() == []
+    other = ClickhouseSettings(database=database, manage_schema=False, retention_days=30)
+    checking = ClickHouseSink(chdb_dsn, other)
+    checking.start()
+    assert "INTERVAL 400 DAY" in checking._create_query("events").replace(
+        "toIntervalDay(400)", "INTERVAL 400 DAY"
+    )
+    checking.close()
+    migrating.close()
+
+
+def test_inserts_pin_what_an_acknowledged_insert_means(
+    sink: ClickHouseSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, object] = {}
+    real = sink.client.raw_insert
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs["settings"])  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sink.client, "raw_insert", spy)
+    sink.write(EventBlock.of([full_event()]), "token-1")
+    assert seen["async_insert"] == 0 and seen["insert_deduplicate"] == 1
+    assert seen["insert_deduplication_token"] == "token-1"
+
+
+def test_shared_state_on_a_cluster_waits_for_a_majority_and_reads_it_back(chdb_dsn: str) -> None:
+    single = ClickHouseSink(chdb_dsn, ClickhouseSettings())
+    cluster = ClickHouseSink(chdb_dsn, ClickhouseSettings(cluster="beacon"))
+    assert store_settings(single, "insert") == {"async_insert": 0, "insert_deduplicate": 1}
+    assert store_settings(single, "read") == {}
+    assert store_settings(cluster, "insert")["insert_quorum"] == "auto"
+    assert store_settings(cluster, "read") == {"select_sequential_consistency": 1}
+
+
+def test_dsn_passwords_are_redacted_wherever_they_are() -> None:
+    assert redact_dsn("https://u:pw@h:8443/db?password=pw2&x=1") == "https://***@h:8443/db?password=***&x=1"
+    assert redact_dsn("http://h:8123/?user=u&key=k") == "http://h:8123/?user=u&key=***"
+    assert redact_dsn("chdb:///data/clickhouse") == "chdb:///data/clickhouse"

@@ -34,15 +34,20 @@ What is served:
   and an HTTP status derived from the code (401 auth, 403 readonly, 400 bad query, 404 unknown
   table/database, 501 not implemented, 500 otherwise).
 * Optional authentication (``--user``/``--password``): basic auth, ``X-ClickHouse-User``/``-Key``
-  headers or ``user``/``password`` URL parameters; wrong credentials -> 401 with code 516. Optionally a
-  second user (``--reader-user``/``--reader-password``) that may only read, like a user granted SELECT
-  and nothing else: it may set settings, and any statement that produces no result (INSERT, DDL,
+  headers or ``user``/``password`` URL parameters; wrong credentials -> 401 with code 516.
+* An optional user that may only read (``--reader-user``/``--reader-password``), like a user granted
+  SELECT and nothing else: it may set settings, and any statement that produces no result (INSERT, DDL,
   SYSTEM, ...) answers ACCESS_DENIED (497). Grants on tables and table functions are not emulated.
+* An optional restricted user (``--restricted-user``/``--restricted-password``) with what a replica's user
+  needs and no more: SELECT, INSERT and ``ALTER ... DELETE``; any other DDL (CREATE, other ALTERs,
+  DROP, ...) -> ACCESS_DENIED (code 497), as a server's grants would answer.
+* Sessions are exclusive, as on a server: a request whose ``session_id`` is in use by another request
+  still running fails with SESSION_IS_LOCKED (code 373).
 
 Known gaps (by design; extend when a test needs it):
 
-* No sessions: ``session_id`` is ignored, so ``SET``, ``USE`` and temporary tables do not carry over
-  to the next request and concurrent requests in one session are not rejected.
+* No session state: ``SET``, ``USE`` and temporary tables do not carry over to the next request
+  (only the one-query-at-a-time rule of sessions is kept).
 * ``client_protocol_version`` is ignored (clickhouse-connect's probe then falls back to protocol 0);
   ``compress=1``/``decompress=1`` (ClickHouse's own block compression) and external data (form
   file parts) answer NOT_IMPLEMENTED.
@@ -61,6 +66,7 @@ import contextlib
 import gzip
 import hmac
 import importlib
+import itertools
 import json
 import os
 import re
@@ -112,6 +118,7 @@ SYNTAX_ERROR: Final = 62
 BAD_ARGUMENTS: Final = 36
 NOT_IMPLEMENTED: Final = 48
 UNKNOWN_SETTING: Final = 115
+SESSION_IS_LOCKED: Final = 373
 ACCESS_DENIED: Final = 497
 AUTHENTICATION_FAILED: Final = 516
 STD_EXCEPTION: Final = 1001
@@ -122,6 +129,7 @@ _ERROR_NAMES: Final[Mapping[int, str]] = {
     NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
     ACCESS_DENIED: "ACCESS_DENIED",
     UNKNOWN_SETTING: "UNKNOWN_SETTING",
+    SESSION_IS_LOCKED: "SESSION_IS_LOCKED",
     AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
     STD_EXCEPTION: "STD_EXCEPTION",
 }
@@ -691,6 +699,37 @@ class Credentials:
     password: str
 
 
+# What the restricted user may not run: every statement that changes the schema or the server.
+_DDL_KEYWORDS: Final = frozenset(
+    {
+        "CREATE",
+        "ALTER",
+        "DROP",
+        "RENAME",
+        "TRUNCATE",
+        "ATTACH",
+        "DETACH",
+        "OPTIMIZE",
+        "GRANT",
+        "REVOKE",
+        "SYSTEM",
+    }
+)
+
+
+def check_restricted(sql: bytes) -> None:
+    """Raise ACCESS_DENIED unless a user with SELECT, INSERT and ALTER DELETE may run ``sql``."""
+    words = [t.keyword(sql) for t in itertools.islice(tokenize(sql), 12) if t.kind == "word"]
+    if not words or words[0] not in _DDL_KEYWORDS:
+        return
+    if words[0] == "ALTER" and "DELETE" in words:
+        return  # ALTER TABLE t [ON CLUSTER c] DELETE WHERE ...
+    raise ClickHouseError.make(
+        ACCESS_DENIED,
+        f"restricted: Not enough privileges. To execute this query, it's necessary to have {words[0]} rights",
+    )
+
+
 class FixtureServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # idle keep-alive connections must not delay shutdown
@@ -702,13 +741,35 @@ class FixtureServer(ThreadingHTTPServer):
         credentials: Credentials,
         verbose: bool,
         reader: Credentials | None = None,
+        restricted: Credentials | None = None,
     ) -> None:
         self.engine = engine
         self.credentials = credentials
         self.reader = reader
+        self.restricted = restricted
         self.verbose = verbose
         self.display_name = socket.gethostname()
+        self.sessions: set[str] = set()  # sessions with a request running
+        self.sessions_lock = threading.Lock()
         super().__init__((LISTEN_HOST, port), RequestHandler)
+
+    @contextlib.contextmanager
+    def session(self, session_id: str | None) -> Iterator[None]:
+        """A session runs one request at a time, as on a ClickHouse server."""
+        if not session_id:
+            yield
+            return
+        with self.sessions_lock:
+            if session_id in self.sessions:
+                raise ClickHouseError.make(
+                    SESSION_IS_LOCKED, f"Session {session_id} is locked by a concurrent client"
+                )
+            self.sessions.add(session_id)
+        try:
+            yield
+        finally:
+            with self.sessions_lock:
+                self.sessions.discard(session_id)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -758,12 +819,16 @@ class RequestHandler(BaseHTTPRequestHandler):
         query_id = params.get("query_id") or str(uuid.uuid4())
         engine = self.fixture.engine
         try:
-            reader = self._authenticate(params)
+            role = self._authenticate(params)
+            reader, restricted = role == "reader", role == "restricted"
             payload = self._payload(params, body)
+            if restricted:
+                check_restricted(payload)
             request = QueryRequest(
                 self.command, params, {k.lower(): v for k, v in self.headers.items()}, payload, reader
             )
-            response = engine.execute(request)
+            with self.fixture.session(params.get("session_id")):
+                response = engine.execute(request)
         except Exception as exc:  # every failure is answered the ClickHouse way, never a dropped socket
             error = ClickHouseError.from_engine(exc)
             headers = {
@@ -831,8 +896,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                 raise BadRequest("truncated chunk")
             out += chunk
 
-    def _authenticate(self, params: Mapping[str, str]) -> bool:
-        """Check the credentials; True when they are the read-only user's."""
+    def _authenticate(self, params: Mapping[str, str]) -> str:
+        """Check the credentials; the user's role: "default", "reader" or "restricted"."""
         user_header = self.headers.get("X-ClickHouse-User")
         authorization = self.headers.get("Authorization")
         if user_header is not None:
@@ -850,13 +915,18 @@ class RequestHandler(BaseHTTPRequestHandler):
             user, _, password = decoded.partition(":")
         else:
             user, password = params.get("user", "default"), params.get("password", "")
-        for expected, reader in ((self.fixture.credentials, False), (self.fixture.reader, True)):
+        users = (
+            (self.fixture.credentials, "default"),
+            (self.fixture.reader, "reader"),
+            (self.fixture.restricted, "restricted"),
+        )
+        for expected, role in users:
             if expected is None:
                 continue
             user_ok = hmac.compare_digest(user.encode(), expected.user.encode())
             password_ok = hmac.compare_digest(password.encode(), expected.password.encode())
             if user_ok and password_ok:
-                return reader
+                return role
         raise ClickHouseError.make(
             AUTHENTICATION_FAILED,
             f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
@@ -932,6 +1002,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password", default="", help="accepted password")
     parser.add_argument("--reader-user", help="a second user, who may only read")
     parser.add_argument("--reader-password", default="", help="the read-only user's password")
+    parser.add_argument("--restricted-user", help="a user with SELECT, INSERT and ALTER DELETE only")
+    parser.add_argument("--restricted-password", default="", help="that user's password")
     parser.add_argument("--exit-on-stdin-eof", action="store_true", help="stop when stdin is closed")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
@@ -951,7 +1023,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         reader = Credentials(args.reader_user, args.reader_password) if args.reader_user else None
-        server = FixtureServer(args.port, engine, Credentials(args.user, args.password), args.verbose, reader)
+        restricted = (
+            Credentials(args.restricted_user, args.restricted_password) if args.restricted_user else None
+        )
+        server = FixtureServer(
+            args.port, engine, Credentials(args.user, args.password), args.verbose, reader, restricted
+        )
     except OSError as exc:
         engine.close()
         print(f"ch_http: cannot listen on {LISTEN_HOST}:{args.port}: {exc}", file=sys.stderr, flush=True)
@@ -994,7 +1071,11 @@ def _wait_for_listening(proc: subprocess.Popen[bytes], timeout: float) -> int:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RuntimeError(f"ClickHouse HTTP fixture did not report LISTENING within {timeout:.0f}s")
-        ready, _, _ = select.select([fd], [], [], min(remaining, 0.25))
+        # poll, not select: a test process with over 1024 descriptors open (chDB keeps one per table
+        # with a deduplication window) would make select() fail
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        ready = poller.poll(min(remaining, 0.25) * 1000)
         if ready:
             chunk = os.read(fd, 4096)
             if not chunk:

@@ -41,6 +41,12 @@ from tests.support.ch_http import _stop as stop_fixture_process
 from tests.support.ch_http import _wait_for_listening
 
 REPO = Path(__file__).resolve().parents[2]
+# Replicas of one remote store must share these (README "Running several replicas"); tests that want a
+# replica with other secrets give their own.
+TEST_SECRETS = {
+    "BEACONPROXY_PRIVACY__PSEUDONYM_SECRET": "test-pseudonym-secret-0123456789",
+    "BEACONPROXY_SERVER__ADMIN_TOKEN": "test-admin-token-0123456789",
+}
 EVENTS = "beacon.events"
 STORED_SEQS = f"SELECT props['seq'] AS seq FROM {EVENTS} WHERE props['seq'] != ''"
 
@@ -140,6 +146,7 @@ class Proxy:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path: Path | None = None
+        self.env: dict[str, str] = {}
 
     @property
     def spool_dir(self) -> Path:
@@ -148,14 +155,17 @@ class Proxy:
     def start(self, timeout: float = 60.0) -> None:
         self.port = free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith("BEACONPROXY_")}
+        remote = self.extra_env.get("BEACONPROXY_CLICKHOUSE__DSN", "").startswith("http")
         env = {
             **clean,
             "BEACONPROXY_DATA_DIR": str(self.data_dir),
             "BEACONPROXY_PORT": str(self.port),
             "BEACONPROXY_SPOOL__FSYNC": "always",
             "BEACONPROXY_BATCH__MAX_AGE_SECONDS": "0.2",
+            **(TEST_SECRETS if remote else {}),
             **self.extra_env,
         }
+        self.env = env
         self.log_path, log = self.processes.log("proxy")
         workers = ["--workers", str(self.workers)] if self.workers > 1 else []
         self.proc = subprocess.Popen(
@@ -211,7 +221,10 @@ class Proxy:
 
     @property
     def admin_token(self) -> str:
-        return (self.data_dir / "admin_token").read_text().strip()
+        return (
+            self.env.get("BEACONPROXY_SERVER__ADMIN_TOKEN")
+            or (self.data_dir / "admin_token").read_text().strip()
+        )
 
     def readyz(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -220,6 +233,11 @@ class Proxy:
         except urllib.error.HTTPError as exc:
             with exc:
                 return exc.code, orjson.loads(exc.read())
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as r:
+            text: str = r.read().decode()
+            return text
 
     def admin(self, method: str, path: str, body: bytes | None = None) -> bytes:
         """A call to the proxy's admin listener (the unix socket in its data directory)."""
@@ -265,17 +283,35 @@ class Proxy:
 
 
 class ChFixture:
-    """The ClickHouse-HTTP fixture on a fixed port and data directory, so it can come back as it was."""
+    """The ClickHouse-HTTP fixture on a fixed port and data directory, so it can come back as it was.
 
-    def __init__(self, processes: Processes, data_dir: Path) -> None:
+    ``password``: the default user's; ``restricted``: a second user (name, password) with SELECT, INSERT
+    and ALTER DELETE only, as a replica's database user (tests.support.ch_http)."""
+
+    def __init__(
+        self,
+        processes: Processes,
+        data_dir: Path,
+        *,
+        password: str = "",
+        restricted: tuple[str, str] | None = None,
+    ) -> None:
         self.processes = processes
         self.data_dir = data_dir
         self.port = free_port()
+        self.password = password
+        self.restricted = restricted
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def dsn(self) -> str:
-        return f"http://default:@127.0.0.1:{self.port}/"
+        return f"http://default:{self.password}@127.0.0.1:{self.port}/"
+
+    @property
+    def restricted_dsn(self) -> str:
+        assert self.restricted is not None
+        user, password = self.restricted
+        return f"http://{user}:{password}@127.0.0.1:{self.port}/"
 
     def start(self) -> None:
         log_path, log = self.processes.log("ch_http")
@@ -288,6 +324,13 @@ class ChFixture:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                "--password",
+                self.password,
+                *(
+                    ["--restricted-user", self.restricted[0], "--restricted-password", self.restricted[1]]
+                    if self.restricted
+                    else []
+                ),
                 "--exit-on-stdin-eof",
             ],
             cwd=REPO,
@@ -308,7 +351,8 @@ class ChFixture:
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         query = f"{sql} FORMAT JSONEachRow"
-        url = f"http://127.0.0.1:{self.port}/?" + urllib.parse.urlencode({"query": query})
+        params = {"query": query, **({"password": self.password} if self.password else {})}
+        url = f"http://127.0.0.1:{self.port}/?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=30) as r:
             return [orjson.loads(line) for line in r.read().splitlines() if line]
 

@@ -493,3 +493,54 @@ def test_sql_helpers() -> None:
     assert produces_result(b"(SELECT 1)")
     assert produces_result(b"SHOW TABLES")
     assert not produces_result(b"CREATE TABLE t (a UInt8) ENGINE = Memory")
+
+
+def test_a_session_runs_one_query_at_a_time(tmp_path: Path) -> None:
+    """As on a server: a second request in a session whose query is still running is refused
+    (SESSION_IS_LOCKED), while requests without a session, or in other sessions, run side by side."""
+    with clickhouse_http_server(tmp_path / "sessions") as dsn:
+        clients = [
+            clickhouse_connect.get_client(dsn=dsn, session_id="shared-session", autogenerate_session_id=False)
+            for _ in range(2)
+        ]
+        others = [clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False) for _ in range(2)]
+
+        def run(client: Client) -> str:
+            try:
+                client.command("SELECT sleep(1)")
+            except DatabaseError as exc:
+                return str(exc)
+            return "ok"
+
+        with ThreadPoolExecutor(2) as pool:
+            same = list(pool.map(run, clients))
+            apart = list(pool.map(run, others))
+        assert same.count("ok") == 1 and any("SESSION_IS_LOCKED" in answer for answer in same)
+        assert apart == ["ok", "ok"]
+
+
+def test_the_restricted_user_may_read_insert_and_delete_rows_only(tmp_path: Path) -> None:
+    from tests.support.serve import ChFixture, Processes
+
+    processes = Processes(tmp_path)
+    fixture = ChFixture(processes, tmp_path / "grants", password="admin-pw", restricted=("replica", "r-pw"))
+    try:
+        fixture.start()
+        admin = clickhouse_connect.get_client(dsn=fixture.dsn, autogenerate_session_id=False)
+        admin.command("CREATE TABLE t (a UInt8) ENGINE = MergeTree ORDER BY a")
+        replica = clickhouse_connect.get_client(dsn=fixture.restricted_dsn, autogenerate_session_id=False)
+        replica.command("INSERT INTO t VALUES (1), (2)")
+        replica.command("ALTER TABLE t DELETE WHERE a = 1", settings={"mutations_sync": 2})
+        assert replica.command("SELECT sum(a) FROM t") == 2
+        for ddl in (
+            "CREATE TABLE u (a UInt8) ENGINE = MergeTree ORDER BY a",
+            "CREATE DATABASE IF NOT EXISTS default",
+            "ALTER TABLE t MODIFY TTL toDate('2000-01-01') + INTERVAL 1 DAY",
+            "DROP TABLE t",
+        ):
+            with pytest.raises(DatabaseError, match="ACCESS_DENIED"):
+                replica.command(ddl)
+        with pytest.raises(DatabaseError, match="516"):
+            clickhouse_connect.get_client(dsn=fixture.restricted_dsn.replace("r-pw", "wrong"))
+    finally:
+        processes.cleanup()
