@@ -227,22 +227,18 @@ class RuntimeCollector(Collector):
         for status, n in sorted(m.rejected_requests.items()):
             rejected.add_metric([str(status)], n)
         yield rejected
-        refused = CounterMetricFamily(
+        yield _by_reason(
             "beacon_events_refused",
             "Valid events the spool could not take (answered 503, not acknowledged), by reason",
-            labels=["reason"],
+            REFUSAL_REASONS,
+            m.refused,
         )
-        for why in REFUSAL_REASONS:
-            refused.add_metric([why], m.refused.get(why, 0))
-        yield refused
-        clock = CounterMetricFamily(
+        yield _by_reason(
             "beacon_client_clock_replaced",
             "Events stored with the server's receive time instead of their ts, by reason",
-            labels=["reason"],
+            CLOCK_REASONS,
+            m.clock_replaced,
         )
-        for why in CLOCK_REASONS:
-            clock.add_metric([why], m.clock_replaced.get(why, 0))
-        yield clock
         up = GaugeMetricFamily(
             "beacon_background_up",
             "1 while every process's instance of this background job runs, 0 while one is down",
@@ -364,3 +360,11 @@ def scale_out_metrics(
             "1 while this replica's secrets match the store's fingerprints",
             value=int(replica["secrets_match"]),
         )
+
+
+def _by_reason(name: str, documentation: str, reasons: Sequence[str], counts: Counter[str]) -> Metric:
+    """A counter over a closed set of reasons, every one present (0 until it happens)."""
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason in reasons:
+        family.add_metric([reason], counts.get(reason, 0))
+    return family
