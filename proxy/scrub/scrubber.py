@@ -143,9 +143,11 @@ def scrub_host(host: str, bracketed: bool) -> str:
 def _scrub_path(path: str) -> str:
     if not path:
         return "/"
-    if secrets.could_match_path(path):
-        path = secrets.redact_path(path)
+    # Detectors first, matrix parameters after: ";" also ends an HTML entity ("&#56;S"), and removing a
+    # "parameter" there would cut an encoded value apart before the decoder could see it whole.
     redacted, decoded = scanner.redact_layers(path)
+    if secrets.could_match_path(redacted):
+        redacted = secrets.redact_path(redacted)
     return normalise.quote_path(redacted, decoded)
 
 
