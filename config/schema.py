@@ -19,6 +19,7 @@ TABLES = (
     "suppressions",
     "analyst_keys",
     "analyst_requests",
+    "dashboard_sessions",
     "visits",
     "visit_days",
 )
