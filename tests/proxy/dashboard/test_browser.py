@@ -97,8 +97,8 @@ def new_key(proxy: RunningProxy, *sites: str) -> str:
 class Api:
     """The stats API as an outside client calls it, with the analyst key."""
 
-    def __init__(self, proxy: RunningProxy, key: str) -> None:
-        self.client = httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
 
     def query(self, body: dict[str, Any]) -> Any:
         r = self.client.post("/api/v2/query", json={"site_id": "shop", **body})
@@ -193,8 +193,11 @@ def sign_in(page: Page, proxy: RunningProxy, key: str) -> None:
 
 def test_the_dashboard_shows_what_the_api_says(browser: Browser, proxy: RunningProxy, tmp_path: Path) -> None:
     key = new_key(proxy, "shop", "blog")
-    api = Api(proxy, key)
-    with desktop_page(browser, init_script=CSP_WATCH, accept_downloads=True) as page:
+    with (
+        httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client,
+        desktop_page(browser, init_script=CSP_WATCH, accept_downloads=True) as page,
+    ):
+        api = Api(client)
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
 
