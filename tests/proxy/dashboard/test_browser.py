@@ -232,6 +232,23 @@ def test_the_dashboard_shows_what_the_api_says(browser: Browser, proxy: RunningP
         assert meta["rows_folded"] == 2 and f"{meta['rows_folded']} rows with fewer than 3 visitors" in note
         assert ["(other)", "4"] in panel_rows(page, "sources")
         assert page.locator("#panel-sources .row.other button").count() == 0  # (other) is not a filter
+        # The graph's figures (the table under it) are the API's time series, zero-filled over its labels.
+        series = api.query(
+            {
+                "metrics": ["visitors"],
+                "date_range": "30d",
+                "dimensions": ["time"],
+                "include": {"time_labels": True},
+            }
+        )
+        found = {r["dimensions"][0]: r["metrics"][0] for r in series["results"]}
+        graph = page.eval_on_selector_all(
+            ".graph-data tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert graph == [
+            [label, shown("visitors", found.get(label, 0))] for label in series["meta"]["time_labels"]
+        ]
+        assert sum(found.values()) == 16 and len(graph) == 30
         assert re.fullmatch(r"\d+", page.inner_text("#realtime")) and int(page.inner_text("#realtime")) == 16
 
         # The CSV button downloads the API's own CSV (suppression applied) for that breakdown.
