@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 _CODE = re.compile(r"Code: (\d+)")
 
 
+_ADD_COLUMN = re.compile(r"ALTER TABLE \S+\.(\w+)\s+ADD COLUMN IF NOT EXISTS (\w+) ")
+
+
 def safe_error(exc: BaseException) -> str:
     """An error description that cannot carry row data: the exception type and ClickHouse's code."""
     match = _CODE.search(str(exc))
@@ -97,6 +100,8 @@ class ClickHouseSink:
         try:
             statements = ddl_statements(self.database, self.settings)
             for stmt in statements:
+                if self._column_exists(stmt):
+                    continue
                 try:
                     self._client.command(stmt)
                 except ClickHouseError:
@@ -109,6 +114,20 @@ class ClickHouseSink:
         except ClickHouseError as exc:
             raise SinkError(f"schema set-up failed: {safe_error(exc)}") from None
         self._healthy = True
+
+    def _column_exists(self, stmt: str) -> bool:
+        """Whether ``stmt`` is an ``ALTER TABLE t ADD COLUMN IF NOT EXISTS c`` whose column is there: such an
+        ALTER rewrites the table's metadata file even when it changes nothing, and a start on a full disk
+        then leaves that file empty (a store that no longer opens), so it is not run at all."""
+        m = _ADD_COLUMN.match(stmt)
+        if m is None:
+            return False
+        found = self.client.command(
+            "SELECT count() FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+            "AND name = {c:String}",
+            parameters={"db": self.database, "t": m.group(1), "c": m.group(2)},
+        )
+        return bool(int(str(found)))
 
     def _create_query(self, table: str) -> str:
         return str(

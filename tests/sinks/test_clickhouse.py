@@ -98,6 +98,43 @@ def test_start_is_idempotent(sink: ClickHouseSink, chdb_dsn: str, database: str)
     assert len(read_all(again)) == 1
 
 
+def test_a_column_added_by_alter_is_added_once_and_never_altered_again(
+    sink: ClickHouseSink, chdb_dsn: str, database: str, ch: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store from before the page column gets it at start...
+    ch.command(f"ALTER TABLE {database}.events DROP COLUMN page")
+    again = ClickHouseSink(chdb_dsn, ch_settings(database))
+    again.start()
+    columns = ch.query(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'events'",
+        parameters={"db": database},
+    ).result_rows
+    assert ("page",) in columns
+    # ...and a start that finds it runs no ALTER: even a no-op ALTER rewrites the table's metadata file,
+    # which a start on a full disk would leave empty (tests/faults/test_full_disk.py).
+    sent: list[str] = []
+    third = ClickHouseSink(chdb_dsn, ch_settings(database))
+    import sinks.clickhouse as module
+
+    real = module.connect
+
+    def recording(*args: object, **kwargs: object) -> object:
+        client = real(*args, **kwargs)  # type: ignore[arg-type]
+        command = client.command
+
+        def record(cmd: str, *a: object, **k: object) -> object:
+            sent.append(cmd)
+            return command(cmd, *a, **k)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(client, "command", record)
+        return client
+
+    monkeypatch.setattr(module, "connect", recording)
+    third.start()
+    assert any("CREATE TABLE IF NOT EXISTS" in c for c in sent)
+    assert not [c for c in sent if "ADD COLUMN" in c]
+
+
 def test_replayed_batch_is_deduplicated_by_token(sink: ClickHouseSink) -> None:
     batch = [full_event(i) for i in range(5)]
     sink.write(EventBlock.of(batch), "batch-token-1")
