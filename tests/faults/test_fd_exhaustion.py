@@ -66,6 +66,13 @@ def test_fd_exhaustion_kills_no_background_thread_and_loses_nothing(
     load.wait_acked(more + 50)  # and it takes events again
     load.stop()
     wait_until("the spool to drain", lambda: drained(proxy), 90)
+    # A job that failed during the flood (visit_rebuild opens a store connection per run) is retried with
+    # a doubling backoff; "not killed" means it comes back, so give its retry the time the backoff takes.
+    wait_until(
+        "every background job to be up again",
+        lambda: all(job["up"] for job in proxy.readyz()[1]["background"].values()),
+        45,
+    )
     status, ready = proxy.readyz()
     counts = stored(proxy.query(STORED_SEQS))
     assert_exactly_once(load.acked, counts, load.sent)
