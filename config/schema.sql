@@ -142,6 +142,22 @@ ENGINE = SummingMergeTree
 ORDER BY (key_id, minute)
 TTL minute + INTERVAL 1 DAY;
 
+-- Dashboard sessions (proxy/stats/sessions.py): the session cookie holds a random token; only its SHA-256 is
+-- stored, with the analyst key it was opened with, so every replica knows every session. Latest row per
+-- token wins (signing out is a newer row); a session also ends when its key is revoked.
+CREATE TABLE IF NOT EXISTS {database}.dashboard_sessions
+(
+    token_hash String COMMENT 'SHA-256 of the session token | source: server | consent: none',
+    key_id     String COMMENT 'analyst key the session was opened with | source: server | consent: none',
+    created    DateTime64(3, 'UTC') COMMENT 'when the session was opened | source: server | consent: none',
+    expires    DateTime64(3, 'UTC') COMMENT 'when it ends at the latest | source: server | consent: none',
+    ended      UInt8 COMMENT '1 once signed out | source: server | consent: none',
+    updated    DateTime64(3, 'UTC') COMMENT 'when the row was written | source: server | consent: none'
+)
+ENGINE = ReplacingMergeTree(updated)
+ORDER BY token_hash
+TTL toDateTime(expires) + INTERVAL 1 DAY;
+
 -- Visits of past UTC days, rebuilt from `events` by the store process (proxy/stats/visit_store.py) with the
 -- one visit definition (proxy/stats/visits.py): one row per visitor and UTC day, the visits as arrays. A
 -- rebuild writes a whole day under a new version, records it in visit_days, then deletes the older

@@ -291,6 +291,14 @@ class AnalyticsSettings(_Section):
     key_cache_seconds: float = Field(5.0, ge=0, le=600)
 
 
+class DashboardSettings(_Section):
+    """The analysts' dashboard (``GET /dashboard``, proxy/dashboard): sign-in sessions."""
+
+    # How long a sign-in lasts: the session cookie's Max-Age and the stored session's expiry. Signing out,
+    # or revoking the analyst key the session was opened with, ends it sooner.
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
+
 class ConsentCookieSettings(_Section):
     name: str = Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
     # json: {"analytics": true, ...}; kv: "analytics:1,marketing:0"; tcf: an IAB TCF v2 string (euconsent-v2).
@@ -409,6 +417,7 @@ class Settings(_Section):
     batch: BatchSettings = BatchSettings()
     spool: SpoolSettings = SpoolSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -27,6 +27,8 @@ from proxy import admin_listener
 from proxy.admin import admin_inventory, admin_query, admin_stats, admin_subject
 from proxy.background import JobState, run_periodic
 from proxy.bodybudget import BodyBudget, BodyBudgetGuard
+from proxy.dashboard.assets import Assets
+from proxy.dashboard.pages import asset_routes, dashboard_routes
 from proxy.geo import GeoLookup
 from proxy.http import HTTPError, error_response, json_response, log_internal_error, require_admin
 from proxy.ingest import Ingest
@@ -181,12 +183,13 @@ def ingest_routes() -> list[Route]:
     ]
 
 
-def store_routes(settings: Settings) -> list[Route]:
+def store_routes(settings: Settings, assets: Assets | None = None) -> list[Route]:
     """What needs the sink and is public: served by a single process or the primary; workers forward
     them. /metrics is here unless ``server.metrics_listener`` moves it to the admin listener."""
     routes = [
         Route("/v1/consent/withdraw", consent_withdraw, methods=["POST"]),
         *stats_routes(),  # the analysts' API (proxy/stats), with its own keys
+        *dashboard_routes(assets),  # the analysts' dashboard pages and sign-in (proxy/dashboard)
     ]
     if settings.server.metrics_listener == "public":
         routes.append(Route("/metrics", metrics, methods=["GET"]))
@@ -390,9 +393,13 @@ def create_app(
                 await stop_store(rt)
             rt.geo.close()
 
+    assets = Assets.load()  # the dashboard's bundle (make dashboard), read once
+    if not assets.built and role != "worker":
+        log.warning("the dashboard is not built (make dashboard): /dashboard explains, the rest serves")
     routes: list[BaseRoute] = [
         *ingest_routes(),
-        *(extra_routes if role == "worker" else store_routes(settings)),
+        *asset_routes(assets),  # every process serves the dashboard's files itself
+        *(extra_routes if role == "worker" else store_routes(settings, assets)),
     ]
     budget = BodyBudget(settings.server.body_budget_bytes, settings.server.max_body_bytes)  # bodies in memory
     app = Starlette(

@@ -42,6 +42,7 @@ def retention_days(table: str, column: str, ch: ClickhouseSettings) -> int | Non
         "events_daily": ch.aggregate_retention_days,
         "audit_log": ch.audit_retention_days,
         "analyst_requests": 1,
+        "dashboard_sessions": 31,  # a day after the session's expiry, which is at most 30 days away
         "visits": ch.retention_days,
         "visit_days": ch.retention_days,
         "salts": 1,  # deleted the day after the day it hashed (README "Running several replicas")

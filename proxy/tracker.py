@@ -49,7 +49,7 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return bool(star)
 
 
-def _tags(header: str) -> set[str]:
+def entity_tags(header: str) -> set[str]:
     """The entity tags of an ``If-None-Match`` header, opaque parts only (weak comparison)."""
     out = set()
     for tag in header.split(","):
@@ -84,7 +84,7 @@ class StaticScript:
             "Cross-Origin-Resource-Policy": "cross-origin",
         }
         if_none_match = request.headers.get("if-none-match")
-        if if_none_match is not None and (if_none_match.strip() == "*" or etag in _tags(if_none_match)):
+        if if_none_match is not None and (if_none_match.strip() == "*" or etag in entity_tags(if_none_match)):
             return Response(status_code=304, headers=headers)
         body = self.gzipped if use_gzip else self.body
         if use_gzip:

@@ -26,6 +26,8 @@ from starlette.routing import Route
 
 from config.settings import Settings, load_settings
 from proxy.app import Periodic, create_app
+from proxy.dashboard.pages import DASHBOARD_PATHS
+from proxy.dashboard.session_cookie import ORIGIN_HEADER
 from proxy.http import HTTPError, error_response, read_body
 from proxy.logs import configure_logging
 from proxy.runtime import Runtime, freeze_startup_objects, metrics_dir
@@ -38,6 +40,7 @@ log = logging.getLogger("beaconproxy")
 FORWARDED_PATHS = (
     ("/v1/consent/withdraw", ["POST"]),
     *STATS_PATHS,  # the analysts' API needs the store: the primary answers it
+    *DASHBOARD_PATHS,  # so do the dashboard's sign-in and pages (its files are served here)
 )
 # Headers that describe one hop, not the message: never forwarded either way.
 HOP_BY_HOP = frozenset(
@@ -53,7 +56,8 @@ def primary_socket(settings: Settings) -> Path:
 
 
 class Forwarder:
-    """Passes a request to the primary over its unix socket and its answer back, unchanged."""
+    """Passes a request to the primary over its unix socket and its answer back, unchanged (a
+    ``Set-Cookie`` of the dashboard's sign-in included)."""
 
     def __init__(self, socket: Path) -> None:
         self.client = httpx.AsyncClient(
@@ -80,9 +84,12 @@ class Forwarder:
         headers = {
             k: v
             for k, v in request.headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() != CLIENT_HEADER
+            if k.lower() not in HOP_BY_HOP and k.lower() not in (CLIENT_HEADER, ORIGIN_HEADER)
         }
         headers[CLIENT_HEADER] = client
+        # The origin the client used, for the dashboard's same-origin rule and cookie (the Host header
+        # is this hop's): proxy/dashboard/session_cookie.py.
+        headers[ORIGIN_HEADER] = f"{request.url.scheme}://{request.headers.get('host', '')}"
         try:
             answer = await self.client.request(
                 request.method, request.url.path, params=request.url.query, headers=headers, content=body

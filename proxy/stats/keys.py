@@ -144,7 +144,18 @@ class AnalystKeys:
         m = _KEY.match(text)
         if m is None:
             return None
-        key_id = m.group(1)
+        key, key_hash = self._lookup(m.group(1))
+        if key is None or key.revoked or not hmac.compare_digest(key_hash, digest(text)):
+            return None
+        return key
+
+    def live(self, key_id: str) -> AnalystKey | None:
+        """The key with id ``key_id`` if it exists and is not revoked (for a dashboard session, which holds
+        the id, never the key); cached like :meth:`verify`."""
+        key, _ = self._lookup(key_id)
+        return key if key is not None and not key.revoked else None
+
+    def _lookup(self, key_id: str) -> tuple[AnalystKey | None, str]:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(key_id)
@@ -155,7 +166,4 @@ class AnalystKeys:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
                 self._cache[key_id] = cached
-        _, key, key_hash = cached
-        if key is None or key.revoked or not hmac.compare_digest(key_hash, digest(text)):
-            return None
-        return key
+        return cached[1], cached[2]

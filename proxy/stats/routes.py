@@ -1,7 +1,9 @@
 """The analysts' HTTP API on the public listener: Plausible's Stats API v2 and v1, CSV, the zip export;
 and the admin endpoints that manage analyst keys.
 
-Every stats request: ``Authorization: Bearer <analyst key>`` (401 without a live one) -> the key's hourly
+Every stats request: ``Authorization: Bearer <analyst key>``, or the dashboard's session cookie from the
+dashboard's own origin (proxy/dashboard/session_cookie.py), standing for the key it was opened with (401
+without a live one; 403 for a session cookie sent from another origin) -> the key's hourly
 budget (429 with ``Retry-After``) -> the site must be one the key reads (403, the same answer whether or
 not the site exists) -> parse (400 naming the field) -> query (on a worker thread) -> answer.
 """
@@ -17,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.dashboard import session_cookie
 from proxy.http import HTTPError, error_response, json_response, read_body, read_json_object, require_admin
 from proxy.runtime import Runtime
 from proxy.stats import render
@@ -30,6 +33,8 @@ from sinks.base import SinkError
 MAX_QUERY_BYTES = 64 * 1024
 MISSING_KEY = "Missing API key. Please use a valid analyst key as a Bearer Token."
 INVALID_KEY = "Invalid API key. Please make sure you're using a live analyst key."
+SESSION_ENDED = "Your dashboard session has ended. Please sign in again."
+CROSS_ORIGIN = "A dashboard session is accepted only from the dashboard's own pages."
 MISSING_SITE = "Missing site ID. Please provide the required site_id parameter with your request."
 
 
@@ -42,15 +47,30 @@ def _service(request: Request) -> StatsService:
     return service
 
 
-async def _authorize(request: Request, site: Any) -> tuple[StatsService, AnalystKey, str]:
-    service = _service(request)
+async def _credential(request: Request, service: StatsService) -> AnalystKey:
+    """The live analyst key behind the request: its bearer key, else its dashboard session cookie (which
+    must come from the dashboard's own origin); 401 (or 403 for a cross-origin cookie) otherwise."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise HTTPError(401, MISSING_KEY, {"WWW-Authenticate": "Bearer"})
-    try:
+    if scheme.lower() == "bearer" and given.strip():
         key = await anyio.to_thread.run_sync(service.keys.verify, given.strip())
         if key is None:
             raise HTTPError(401, INVALID_KEY, {"WWW-Authenticate": "Bearer"})
+        return key
+    token = session_cookie.read_token(request, service.settings)
+    if token is None:
+        raise HTTPError(401, MISSING_KEY, {"WWW-Authenticate": "Bearer"})
+    if not session_cookie.same_origin(request):
+        raise HTTPError(403, CROSS_ORIGIN)
+    key = await anyio.to_thread.run_sync(service.sessions.resolve, token)
+    if key is None:
+        raise HTTPError(401, SESSION_ENDED, {"WWW-Authenticate": "Bearer"})
+    return key
+
+
+async def _authorize(request: Request, site: Any) -> tuple[StatsService, AnalystKey, str]:
+    service = _service(request)
+    try:
+        key = await _credential(request, service)
         wait = await anyio.to_thread.run_sync(service.limiter.hit, key.key_id)
     except SinkError:
         raise HTTPError(503, "the store is unavailable; retry shortly", {"Retry-After": "5"}) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from config.settings import Settings
 from proxy.stats import render
@@ -13,6 +13,7 @@ from proxy.stats.parse import build, parse_date, parse_date_range
 from proxy.stats.query import Metric, Query
 from proxy.stats.ratelimit import RateLimiter
 from proxy.stats.referrers import Referrers
+from proxy.stats.sessions import Sessions, SessionStore
 from proxy.stats.visit_store import VisitStore
 from sinks.clickhouse import ClickHouseSink
 
@@ -53,6 +54,7 @@ class StatsService:
     keys: AnalystKeys
     limiter: RateLimiter
     visits: VisitStore
+    sessions: Sessions  # the dashboard's sign-ins, each standing for an analyst key
 
     @classmethod
     def create(
@@ -63,14 +65,22 @@ class StatsService:
         site's figures are read from its own store, and nowhere else)."""
         a = settings.analytics
         referrers = Referrers.load(a.referrer_data or None)  # once per store, at start-up
+        keys = (
+            main.keys
+            if main is not None
+            else AnalystKeys(KeyStore(sink), list(settings.sites), a.key_cache_seconds)
+        )
+        lifetime = timedelta(hours=settings.dashboard.session_hours)
         return cls(
             settings,
             StatsEngine(settings, sink.dsn, referrers, database=sink.database),
-            main.keys
-            if main is not None
-            else AnalystKeys(KeyStore(sink), list(settings.sites), a.key_cache_seconds),
+            keys,
             main.limiter if main is not None else RateLimiter(sink, a.rate_limit_per_hour),
             VisitStore(sink.dsn, sink.database, settings.clickhouse.compress),
+            # Sign-ins, like the keys they stand for, live in the main store only.
+            main.sessions
+            if main is not None
+            else Sessions(SessionStore(sink), keys, lifetime, a.key_cache_seconds),
         )
 
     def export(self, site: str, period: object, now: datetime | None = None) -> bytes:

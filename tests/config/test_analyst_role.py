@@ -33,7 +33,7 @@ def test_it_grants_only_anonymised_columns_of_the_sites_rows() -> None:
     assert grant is not None
     columns = {c.strip() for c in grant.group(1).split(",")}
     assert not columns & {*PSEUDONYM_COLUMNS, "ip", "latitude", "longitude"}
-    for private in ("audit_log", "suppressions", "analyst_keys", "analyst_requests"):
+    for private in ("audit_log", "suppressions", "analyst_keys", "analyst_requests", "dashboard_sessions"):
         assert private not in text
     assert "USING site = 'shop'" in text and "readonly = 1" in text and "CHANGEABLE_IN_READONLY" in text
 

@@ -133,6 +133,30 @@ def test_two_workers_one_store(workers: tuple[subprocess.Popen[bytes], dict[str,
     with urllib.request.urlopen(request, timeout=30) as r:
         assert orjson.loads(r.read()) == {"results": {"pageviews": {"value": 200}}}
 
+    # The dashboard through a worker: the primary opens the session (its Set-Cookie comes back), judges
+    # the origin the client used (passed on by the worker), and answers the API for the cookie.
+    origin = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=origin, timeout=30, follow_redirects=False) as web:
+        signed = web.post(
+            "/dashboard/session",
+            content=f"key={made.stdout.strip()}".encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": origin},
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/dashboard/demo", signed.text
+        cookie = signed.headers["set-cookie"].split(";")[0]
+        assert cookie.startswith("bp_dashboard=")  # plain http on loopback: not Secure
+        web.cookies.clear()
+        query = {"site_id": "demo", "metrics": ["pageviews"], "date_range": "day"}
+        ok = web.post("/api/v2/query", json=query, headers={"Cookie": cookie, "Origin": origin})
+        assert ok.status_code == 200 and ok.json()["results"] == [{"dimensions": [], "metrics": [200]}]
+        elsewhere = {"Cookie": cookie, "Origin": "http://evil.example"}
+        assert web.post("/api/v2/query", json=query, headers=elsewhere).status_code == 403
+        spoofed = {**elsewhere, "X-Beaconproxy-Origin": "http://evil.example"}  # replaced by the worker
+        assert web.post("/api/v2/query", json=query, headers=spoofed).status_code == 403
+        page = web.get("/dashboard/demo", headers={"Cookie": cookie})
+        assert page.status_code == 200 and 'data-site="demo"' in page.text
+        assert web.get("/dashboard/assets/app.css").status_code == 200  # served by the worker itself
+
     # A block made through the admin API (the primary's admin socket) reaches both workers.
     blocked = cli("subject", "block", "--site", "demo", "--client-id", "w-raw-1", env=environ)
     assert blocked.returncode == 0, blocked.stderr
