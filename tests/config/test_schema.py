@@ -49,6 +49,7 @@ def test_engine_arguments_and_other_settings_are_kept() -> None:
     by_table = {m.group(1): s for m, s in zip(names, cluster_ddl(), strict=True) if m}
     assert f"ReplicatedReplacingMergeTree({REPLICA_PATH}, updated)" in by_table["suppressions"]
     assert f"ReplicatedReplacingMergeTree({REPLICA_PATH}, version)" in by_table["secret_fingerprints"]
+    assert f"ReplicatedReplacingMergeTree({REPLICA_PATH}, updated)" in by_table["dashboard_sessions"]
     assert f"ReplicatedAggregatingMergeTree({REPLICA_PATH})" in by_table["events_daily"]
     assert "ttl_only_drop_parts = 1" in by_table["salts"]
     assert "TO beacon.events_daily" in by_table["events_daily_mv"]
@@ -70,6 +71,7 @@ def test_without_a_cluster_the_ddl_is_the_single_server_one() -> None:
         "suppressions",
         "analyst_keys",
         "analyst_requests",
+        "dashboard_sessions",
         "visits",
         "visit_days",
         "salts",
