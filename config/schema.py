@@ -104,7 +104,13 @@ def rollup_page(path: str) -> str:
     )
     previous = f"arrayPushFront(arrayPopBack({segs}), '')"
     mapped = f"arrayMap((seg, prev) -> if(seg != '' AND {idlike}, ':id', seg), {segs}, {previous})"
-    return f"arrayStringConcat({mapped}, '/')"
+    # What some segment must hold for the test above to pick it: one regular expression over the whole
+    # path lets most paths skip splitting and decoding (the view runs on every inserted row).
+    suspect = (
+        "[\\\\pN@~\\\\[%]|[a-z][A-Z]|[^/]{49}"
+        f"|(?i:(?:^|/)(?:{'|'.join(ROLLUP_ID_PREFIXES)})/[^/])"
+    )
+    return f"if(match({path}, '{suspect}'), arrayStringConcat({mapped}, '/'), {path})"
 
 
 def rollup_source(value: str) -> str:
