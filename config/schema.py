@@ -106,10 +106,7 @@ def rollup_page(path: str) -> str:
     mapped = f"arrayMap((seg, prev) -> if(seg != '' AND {idlike}, ':id', seg), {segs}, {previous})"
     # What some segment must hold for the test above to pick it: one regular expression over the whole
     # path lets most paths skip splitting and decoding (the view runs on every inserted row).
-    suspect = (
-        "[\\\\pN@~\\\\[%]|[a-z][A-Z]|[^/]{49}"
-        f"|(?i:(?:^|/)(?:{'|'.join(ROLLUP_ID_PREFIXES)})/[^/])"
-    )
+    suspect = f"[\\\\pN@~\\\\[%]|[a-z][A-Z]|[^/]{{49}}|(?i:(?:^|/)(?:{'|'.join(ROLLUP_ID_PREFIXES)})/[^/])"
     return f"if(match({path}, '{suspect}'), arrayStringConcat({mapped}, '/'), {path})"
 
 
