@@ -104,10 +104,11 @@ def rollup_page(path: str) -> str:
     )
     previous = f"arrayPushFront(arrayPopBack({segs}), '')"
     mapped = f"arrayMap((seg, prev) -> if(seg != '' AND {idlike}, ':id', seg), {segs}, {previous})"
-    # What some segment must hold for the test above to pick it: one regular expression over the whole
-    # path lets most paths skip splitting and decoding (the view runs on every inserted row).
-    suspect = f"[\\\\pN@~\\\\[%]|[a-z][A-Z]|[^/]{{49}}|(?i:(?:^|/)(?:{'|'.join(ROLLUP_ID_PREFIXES)})/[^/])"
-    return f"if(match({path}, '{suspect}'), arrayStringConcat({mapped}, '/'), {path})"
+    # What some segment must hold for the test above to pick it (a segment over 48 characters needs a path
+    # that long): one look at the whole path lets most skip splitting and decoding (the view runs on every
+    # inserted row).
+    suspect = f"[\\\\pN@~\\\\[%]|[a-z][A-Z]|(?i:(?:^|/)(?:{'|'.join(ROLLUP_ID_PREFIXES)})/[^/])"
+    return f"if(length({path}) > 48 OR match({path}, '{suspect}'), arrayStringConcat({mapped}, '/'), {path})"
 
 
 def rollup_source(value: str) -> str:
