@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LUA_SCRIPT = BENCH_DIR / "wrk_post.lua"
@@ -624,16 +626,18 @@ class Check:
 
 
 def admin_request(server: Server, data_dir: Path, path: str, sql: str | None = None) -> bytes:
+    """``path`` on the proxy's admin listener: its unix socket in the data dir (never the ingestion port)."""
     token = (data_dir / "admin_token").read_text().strip()
-    req = urllib.request.Request(
-        f"{server.url}{path}",
-        data=sql.encode() if sql is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
-        method="POST" if sql is not None else "GET",
-    )
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        body: bytes = resp.read()
-        return body
+    transport = httpx.HTTPTransport(uds=str(data_dir / "run" / "admin.sock"))
+    with httpx.Client(transport=transport, base_url="http://admin", timeout=60) as client:
+        resp = client.request(
+            "POST" if sql is not None else "GET",
+            path,
+            content=sql.encode() if sql is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+        )
+        resp.raise_for_status()
+        return resp.content
 
 
 def check_beacon(server: Server, data_dir: Path, check: Check) -> dict[str, float]:
