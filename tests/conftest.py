@@ -155,6 +155,15 @@ def admin(app_client: TestClient) -> TestClient:
     return client
 
 
+def new_analyst_key(app_client: TestClient, token: str, *sites: str) -> str:
+    """A new analyst key for ``sites``, made on the admin listener with the admin ``token``."""
+    r = admin(app_client).post(
+        "/admin/analyst-keys", json={"sites": list(sites)}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["key"])
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     """Every subprocess a test starts (tests.support.serve), killed at teardown whatever happened."""

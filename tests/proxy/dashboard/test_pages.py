@@ -19,7 +19,7 @@ from proxy.app import create_app
 from proxy.dashboard import session_cookie
 from proxy.dashboard.assets import Assets
 from proxy.dashboard.pages import CSP
-from tests.conftest import admin
+from tests.conftest import admin, new_analyst_key
 
 ADMIN = "admin-token-for-dashboard-tests-01"
 BASE = "http://127.0.0.1:8080"  # plain http on loopback: the cookie is not Secure (as with `make run`)
@@ -53,11 +53,7 @@ def dash(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestC
 
 
 def new_key(client: TestClient, *sites: str) -> str:
-    r = admin(client).post(
-        "/admin/analyst-keys", json={"sites": list(sites)}, headers={"Authorization": f"Bearer {ADMIN}"}
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
+    return new_analyst_key(client, ADMIN, *sites)
 
 
 def secret(key: str) -> str:

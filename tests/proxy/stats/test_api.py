@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from config.settings import Settings
 from proxy.app import create_app
 from proxy.model import EVENT_COLUMNS
-from tests.conftest import admin
+from tests.conftest import admin, new_analyst_key
 from tests.proxy.stats.conftest import SITES, ev
 
 ADMIN = "admin-token-for-stats-tests-0123"
@@ -44,11 +44,7 @@ def api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestCl
 
 
 def new_key(client: TestClient, *sites: str) -> str:
-    r = admin(client).post(
-        "/admin/analyst-keys", json={"sites": list(sites)}, headers={"Authorization": f"Bearer {ADMIN}"}
-    )
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
+    return new_analyst_key(client, ADMIN, *sites)
 
 
 def auth(key: str) -> dict[str, str]:
