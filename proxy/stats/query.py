@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 Metric = Literal[
     "visitors",
@@ -21,16 +21,7 @@ Metric = Literal[
     "visit_duration",
     "percentage",
 ]
-METRICS: tuple[Metric, ...] = (
-    "visitors",
-    "visits",
-    "pageviews",
-    "events",
-    "views_per_visit",
-    "bounce_rate",
-    "visit_duration",
-    "percentage",
-)
+METRICS: tuple[Metric, ...] = get_args(Metric)  # in the order the Literal names them
 # Metrics that need visits (a visitor's events split at 30-minute gaps).
 VISIT_METRICS: frozenset[str] = frozenset({"visits", "views_per_visit", "bounce_rate", "visit_duration"})
 
