@@ -148,14 +148,21 @@ def dashboard_routes(assets: Assets | None = None) -> list[Route]:
             "Run `make dashboard` (npm ci and esbuild) and restart the proxy.",
         )
 
-    async def home(request: Request) -> Response:
+    async def signed_in(request: Request) -> Response | tuple[StatsService, AnalystKey | None]:
+        """The stats service and the session's key (None: not signed in), or the page that says why not."""
         if not built.built:
             return unbuilt()
         try:
             service = _service(request)
-            key = await _session_key(request, service)
+            return service, await _session_key(request, service)
         except (HTTPError, SinkError):
             return message_page(built, 503, "Unavailable", "The store is unavailable; retry shortly.")
+
+    async def home(request: Request) -> Response:
+        found = await signed_in(request)
+        if isinstance(found, Response):
+            return found
+        service, key = found
         if key is None:
             return sign_in_page(built)
         sites = _readable(key, service)
@@ -164,14 +171,11 @@ def dashboard_routes(assets: Assets | None = None) -> list[Route]:
         return Response(status_code=303, headers={**SECURITY_HEADERS, "Location": f"/dashboard/{sites[0]}"})
 
     async def site(request: Request) -> Response:
-        if not built.built:
-            return unbuilt()
+        found = await signed_in(request)
+        if isinstance(found, Response):
+            return found
+        service, key = found
         name = request.path_params["site"]
-        try:
-            service = _service(request)
-            key = await _session_key(request, service)
-        except (HTTPError, SinkError):
-            return message_page(built, 503, "Unavailable", "The store is unavailable; retry shortly.")
         if key is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return sign_in_page(built, next_path=target if _NEXT.match(target) else "")
